@@ -1,0 +1,118 @@
+"""Model factory: `create(name, **kwargs)` returns a Flax Linen module (SPEC §2).
+
+Names: `ebm_sngan32`, `ebm_sngan64`, `ebm_sngan128`, `gen_sngan32`, `gen_sngan64`,
+`gen_sngan128`, `gen_decoder32`, `inf_encoder32`, and the 2D toys `ebm_toy`, `gen_toy`.
+Keyword arguments: `ngf`, `nch`, `dtype`; generators also `nz`, `out_factor`, and
+`bottom` (spatial size after the dense layer: 4 gives 32 px for `gen_sngan32`, 2 gives a
+16 px variant). Defaults are the paper's widths.
+"""
+
+import inspect
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hat_ebm_jax.models.nets import (Decoder, EBM, Encoder, Generator, MLPEnergy,
+                                     MLPGenerator, latent_shape)
+
+__all__ = ['create', 'NAMES', 'init_variables', 'input_shape', 'latent_shape', 'EBM',
+           'Generator', 'Decoder', 'Encoder', 'MLPEnergy', 'MLPGenerator']
+
+
+def _ebm(name, n_blocks_down, extra_same):
+  def make(ngf, nch=3, dtype=jnp.float32):
+    if n_blocks_down == 0:  # 32 px: stem down, block(down), block, block; all width ngf
+      widths, downs = [ngf] * 4, [True, False, False]
+    else:  # stem to ngf/16, then doubling blocks with down (and a same-width block)
+      widths = [ngf // 2 ** (n_blocks_down - i) for i in range(n_blocks_down + 1)]
+      downs = [True] * n_blocks_down
+      if extra_same:
+        widths, downs = widths + [ngf], downs + [False]
+    return EBM(widths=tuple(widths), downs=tuple(downs), nch=nch, dtype=dtype,
+               net_name=name)
+  return make
+
+
+def _gen(name, widths_fn):
+  def make(ngf, nz=128, nch=3, out_factor=1.0, bottom=4, dtype=jnp.float32):
+    return Generator(ngf=ngf, widths=tuple(widths_fn(ngf)), nz=nz, bottom=bottom,
+                     nch=nch, out_factor=out_factor, dtype=dtype, net_name=name)
+  return make
+
+
+_FACTORIES: Dict[str, Callable[..., nn.Module]] = {
+    'ebm_sngan32': _ebm('ebm_sngan32', 0, False),
+    'ebm_sngan64': _ebm('ebm_sngan64', 4, False),
+    'ebm_sngan128': _ebm('ebm_sngan128', 4, True),
+    'gen_sngan32': _gen('gen_sngan32', lambda n: [n, n, n]),
+    'gen_sngan64': _gen('gen_sngan64', lambda n: [n // 2, n // 4, n // 8, n // 16]),
+    'gen_sngan128': _gen('gen_sngan128',
+                         lambda n: [n, n // 2, n // 4, n // 8, n // 16]),
+    'gen_decoder32': lambda ngf, nch=3, out_factor=2.0, dtype=jnp.float32: Decoder(
+        ngf=ngf, nch=nch, out_factor=out_factor, dtype=dtype),
+    'inf_encoder32': lambda ngf, nch=3, dtype=jnp.float32: Encoder(
+        ngf=ngf, nch=nch, dtype=dtype),
+    'ebm_toy': lambda ngf=128, dim=2, depth=3, dtype=jnp.float32: MLPEnergy(
+        hidden=ngf, depth=depth, dim=dim, dtype=dtype),
+    'gen_toy': lambda ngf=128, nz=2, dim=2, depth=3, out_factor=1.0,
+    dtype=jnp.float32: MLPGenerator(hidden=ngf, depth=depth, nz=nz, dim=dim,
+                                    out_factor=out_factor, dtype=dtype),
+}
+
+_DEFAULT_NGF = {'ebm_sngan32': 256, 'ebm_sngan64': 1024, 'ebm_sngan128': 1024,
+                'gen_sngan32': 256, 'gen_sngan64': 1024, 'gen_sngan128': 1024,
+                'gen_decoder32': 256, 'inf_encoder32': 256, 'ebm_toy': 128,
+                'gen_toy': 128}
+
+NAMES = tuple(_FACTORIES)
+
+
+def _dtype(dtype: Any):
+  if isinstance(dtype, str):
+    try:
+      return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
+              'float16': jnp.float16}[dtype]
+    except KeyError:
+      raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16'; got {dtype!r}.")
+  return dtype
+
+
+def create(name: str, **kwargs) -> nn.Module:
+  """Builds the network `name` (see module docstring) with keyword overrides."""
+  if name not in _FACTORIES:
+    raise ValueError(f'Unknown net {name!r}; known nets: {", ".join(NAMES)}.')
+  factory = _FACTORIES[name]
+  allowed = set(inspect.signature(factory).parameters)
+  unknown = set(kwargs) - allowed
+  if unknown:
+    raise ValueError(f'{name}: unknown argument(s) {sorted(unknown)}; allowed: '
+                     f'{sorted(allowed)}.')
+  kwargs.setdefault('ngf', _DEFAULT_NGF[name])
+  if 'dtype' in kwargs:
+    kwargs['dtype'] = _dtype(kwargs['dtype'])
+  if kwargs['ngf'] <= 0 or (name.startswith(('ebm_sngan64', 'ebm_sngan128',
+                                             'gen_sngan64', 'gen_sngan128'))
+                            and kwargs['ngf'] % 16):
+    raise ValueError(f'{name}: ngf must be positive (and a multiple of 16 for 64/128 px '
+                     f'nets); got {kwargs["ngf"]}.')
+  return factory(**kwargs)
+
+
+def input_shape(module: nn.Module, image_size: int = 32) -> tuple:
+  """Per-sample input shape of `module` (latent shape for generators)."""
+  if isinstance(module, (Generator, Decoder, MLPGenerator)):
+    return latent_shape(module)
+  if isinstance(module, MLPEnergy):
+    return (module.dim,)
+  return (image_size, image_size, module.nch)
+
+
+def init_variables(module: nn.Module, rng: jax.Array, image_size: int = 32) -> Dict:
+  """Keras-style initial variables `{'params': ..., 'batch_stats': ...}` for a batch of 1.
+
+  Batch-norm moving statistics start at mean 0, variance 1 as in Keras.
+  """
+  x = jnp.zeros((1,) + input_shape(module, image_size), jnp.float32)
+  return jax.jit(module.init)(rng, x)

@@ -1,0 +1,70 @@
+"""Layers shared by every network, with the Keras defaults of the original (SPEC §2).
+
+Conv and dense kernels are `glorot_uniform`, biases zero, convs `SAME` (1x1 shortcuts
+`VALID`), batch norm `epsilon=1e-3` and always in inference mode (moving statistics live in
+the `batch_stats` collection and never change; `scale`/`bias` are trained).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+KERNEL_INIT = nn.initializers.glorot_uniform()
+BN_EPSILON = 1e-3
+
+
+def conv(features: int, kernel: int, name: str, dtype: Any = jnp.float32) -> nn.Conv:
+  """A Keras-initialised conv: 3x3 `SAME` or 1x1 `VALID`."""
+  return nn.Conv(
+      features, (kernel, kernel),
+      padding='SAME' if kernel > 1 else 'VALID',
+      kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros,
+      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, name: str, use_bias: bool = True,
+          dtype: Any = jnp.float32) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, kernel_init=KERNEL_INIT,
+                  bias_init=nn.initializers.zeros, dtype=dtype,
+                  param_dtype=jnp.float32, name=name)
+
+
+def batch_norm(name: str, dtype: Any = jnp.float32) -> nn.BatchNorm:
+  """Inference-mode batch norm (Keras `training=False`): moving statistics only."""
+  return nn.BatchNorm(use_running_average=True, momentum=0.99, epsilon=BN_EPSILON,
+                      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def avg_pool2(x: jax.Array) -> jax.Array:
+  """2x2 average pooling with stride 2. [B, H, W, C] -> [B, H/2, W/2, C]."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample2x(x: jax.Array) -> jax.Array:
+  """Exact 2x bilinear upsampling of TF `UpSampling2D(interpolation='bilinear')`.
+
+  Half-pixel centres with clamped edges: output pixel `2i` is `0.75 x[i] + 0.25 x[i-1]`
+  and `2i+1` is `0.75 x[i] + 0.25 x[i+1]` (indices clamped), separably in H and W.
+  Equal to `jax.image.resize(x, (B, 2H, 2W, C), 'bilinear')` but only shifts and adds.
+  [B, H, W, C] -> [B, 2H, 2W, C].
+  """
+
+  def up_axis(v, axis):
+    n = v.shape[axis]
+    prev = jnp.concatenate(
+        [jax.lax.slice_in_dim(v, 0, 1, axis=axis),
+         jax.lax.slice_in_dim(v, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate(
+        [jax.lax.slice_in_dim(v, 1, n, axis=axis),
+         jax.lax.slice_in_dim(v, n - 1, n, axis=axis)], axis=axis)
+    even = 0.75 * v + 0.25 * prev
+    odd = 0.75 * v + 0.25 * nxt
+    out = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(v.shape)
+    shape[axis] = 2 * n
+    return out.reshape(shape)
+
+  return up_axis(up_axis(x, 1), 2)
