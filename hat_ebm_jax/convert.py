@@ -127,7 +127,7 @@ def net_kwargs(module: nn.Module) -> Dict:
     kw.update(ngf=module.ngf, nz=module.nz, out_factor=module.out_factor,
               bottom=module.bottom)
   elif isinstance(module, nets.Decoder):
-    kw.update(ngf=module.ngf, out_factor=module.out_factor)
+    kw.update(ngf=module.ngf, out_factor=module.out_factor, latent_size=module.latent_size)
   elif isinstance(module, nets.Encoder):
     kw.update(ngf=module.ngf)
   return kw

@@ -4,7 +4,7 @@ Names: `ebm_sngan32`, `ebm_sngan64`, `ebm_sngan128`, `gen_sngan32`, `gen_sngan64
 `gen_sngan128`, `gen_decoder32`, `inf_encoder32`, and the 2D toys `ebm_toy`, `gen_toy`.
 Keyword arguments: `ngf`, `nch`, `dtype`; generators also `nz`, `out_factor`, and
 `bottom` (spatial size after the dense layer: 4 gives 32 px for `gen_sngan32`, 2 gives a
-16 px variant). Defaults are the paper's widths.
+16 px variant); the decoder takes `latent_size` (16 for 32 px images). Defaults are the paper's widths.
 """
 
 import inspect
@@ -50,8 +50,9 @@ _FACTORIES: Dict[str, Callable[..., nn.Module]] = {
     'gen_sngan64': _gen('gen_sngan64', lambda n: [n // 2, n // 4, n // 8, n // 16]),
     'gen_sngan128': _gen('gen_sngan128',
                          lambda n: [n, n // 2, n // 4, n // 8, n // 16]),
-    'gen_decoder32': lambda ngf, nch=3, out_factor=2.0, dtype=jnp.float32: Decoder(
-        ngf=ngf, nch=nch, out_factor=out_factor, dtype=dtype),
+    'gen_decoder32': lambda ngf, nch=3, out_factor=2.0, latent_size=16,
+    dtype=jnp.float32: Decoder(ngf=ngf, nch=nch, out_factor=out_factor,
+                               latent_size=latent_size, dtype=dtype),
     'inf_encoder32': lambda ngf, nch=3, dtype=jnp.float32: Encoder(
         ngf=ngf, nch=nch, dtype=dtype),
     'ebm_toy': lambda ngf=128, dim=2, depth=3, dtype=jnp.float32: MLPEnergy(

@@ -137,8 +137,11 @@ class Generator(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Autoencoder decoder (retrofit): latent `[B, L, L, 1]` -> images `[B, 2L, 2L, nch]`."""
+  """Autoencoder decoder (retrofit): latent `[B, L, L, 1]` -> images `[B, 2L, 2L, nch]`.
+
+  `latent_size` L is 16 for the paper's 32 px images."""
   ngf: int = 256
+  latent_size: int = 16
   nch: int = 3
   out_factor: float = 2.0
   dtype: Any = jnp.float32
@@ -146,9 +149,9 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z):
-    if z.ndim != 4 or z.shape[-1] != 1 or z.shape[1] != z.shape[2]:
-      raise ValueError(f'{self.net_name}: expected latents of shape [B, L, L, 1] '
-                       f'(L=16 for 32 px); got shape {tuple(z.shape)}.')
+    if z.ndim != 4 or z.shape[1:] != (self.latent_size, self.latent_size, 1):
+      raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.latent_size},'
+                       f' {self.latent_size}, 1]; got shape {tuple(z.shape)}.')
     h = z.astype(self.dtype)
     h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, name='block1')(h)
     h = GenBlock(self.ngf, up=True, dtype=self.dtype, name='block2')(h)
@@ -229,7 +232,7 @@ class MLPGenerator(nn.Module):
 def latent_shape(module: nn.Module) -> Tuple[int, ...]:
   """The per-sample latent shape a generator-side module takes."""
   if isinstance(module, Decoder):
-    return (16, 16, 1)
+    return (module.latent_size, module.latent_size, 1)
   if isinstance(module, (Generator, MLPGenerator)):
     return (module.nz,)
   raise ValueError(f'{type(module).__name__} is not a generator.')

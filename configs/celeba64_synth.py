@@ -1,0 +1,22 @@
+"""CelebA 64 px synthesis (paper: FID 11.57). SPEC §6."""
+
+from hat_ebm_jax import config_lib
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.exp_name = 'celeba64_synth'
+  c.mode = 'synthesis'
+  c.dataset = 'celeb_a'
+  c.image_size = 64
+  c.num_training_steps = 50000
+  c.ebm_type, c.ebm_ngf = 'ebm_sngan64', 1024
+  c.gen_type, c.gen_ngf, c.gen_factor = 'gen_sngan64', 1024, 2.0
+  c.ebm_lr_info = [[1e-4, 0]]
+  c.gen_lr_info = [[1e-4, 0]]
+  c.mcmc_steps = 50
+  c.epsilon = 5e-4
+  c.mcmc_temp = 1e-8
+  c.clip_langevin_grad_res = True
+  c.max_langevin_norm_res = 2.5
+  return c

@@ -1,0 +1,150 @@
+"""The base config every experiment starts from, and its validation.
+
+Keys keep the original TF code's names where the meaning is the same (`mcmc_steps`,
+`mcmc_temp`, `epsilon`, `epsilon_latent`, `data_epsilon`, `ebm_lr_info`, ...); new keys
+carry a one-line comment. `validate(config)` rejects unknown keys and impossible values
+before anything compiles.
+"""
+
+import ml_collections
+
+MODES = ('synthesis', 'joint', 'autoencoder', 'evaluate')
+IMAGE_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012', 'digits')
+TOY_DATASETS = ('eight_gaussians', 'two_rings', 'checkerboard', 'pinwheel')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by all experiments (SPEC §6 'Common')."""
+  c = ml_collections.ConfigDict()
+  # --- run
+  c.mode = 'synthesis'  # new: synthesis | joint | autoencoder | evaluate
+  c.exp_name = 'hat_ebm'
+  c.seed = 0
+  c.num_training_steps = 50000
+  c.batch_size = 128  # global batch over all devices and hosts
+  # --- data (SPEC §5)
+  c.dataset = 'cifar10'  # new: tfds name, 'digits', or a 2D toy name
+  c.data_dir = ''  # new: tfds data_dir ('' = tfds default); gs:// allowed
+  c.split = 'train'  # new
+  c.image_size = 32
+  c.nch = 3  # new: image channels
+  c.random_crop = False  # new: ImageNet-style random square crop
+  c.shuffle_buffer = 10000  # new
+  c.data_epsilon = 1e-3
+  # --- networks (SPEC §2)
+  c.ebm_type = 'ebm_sngan32'
+  c.ebm_ngf = 256
+  c.gen_type = 'gen_sngan32'
+  c.gen_ngf = 256
+  c.z_sz = 128  # latent size nz of SN-GAN generators
+  c.gen_factor = 2.0  # generator out_factor
+  c.gen_bottom = 4  # new: spatial size after the generator's dense layer
+  c.inf_type = 'inf_encoder32'  # autoencoder encoder
+  c.inf_ngf = 256
+  c.dtype = 'float32'  # new: network compute dtype (bfloat16 for TPU mixed precision)
+  c.gen_weights = ''  # new: pretrained generator for joint mode (see checkpointing)
+  # --- Langevin (SPEC §3)
+  c.mcmc_steps = 50
+  c.mcmc_temp = 1e-8
+  c.epsilon = 5e-4
+  c.epsilon_latent = 0.0
+  c.update_latents = ml_collections.config_dict.placeholder(bool)  # None: from mode
+  c.use_noise = True
+  c.tau_res = 0.0
+  c.clip_langevin_grad_res = True
+  c.max_langevin_norm_res = 2.5
+  c.mcmc_unroll = 'auto'  # new: 'auto' | 'full' | int steps per unrolled chunk
+  c.mcmc_update = 'sequential'  # new: 'sequential' (paper) | 'simultaneous' (opt-in)
+  c.init_scale_latent = 1.0
+  c.init_scale_res = 0.0
+  # --- optimisation (SPEC §4)
+  c.ebm_lr_info = [[1e-4, 0]]
+  c.gen_lr_info = [[1e-4, 0]]
+  c.inf_lr_info = [[1e-4, 0]]  # new: encoder learning rate (autoencoder)
+  c.ebm_opt_decay = 0.9999
+  c.gen_opt_decay = 0.9999
+  c.clip_ebm_grad = False
+  c.max_grad_norm = 50.0
+  c.use_ema = False  # new: sample and evaluate with the EMA weights
+  # --- synthesis
+  c.persistent_size = 10000
+  c.gen_loss_factor_coop = 1000.0
+  # --- autoencoder
+  c.loss_factor = 1000.0
+  c.num_epochs = 100  # new: autoencoder epochs (num_training_steps = epochs * steps)
+  c.steps_per_epoch = 499  # new
+  c.test_steps = 99  # new: test-split batches per evaluation
+  c.test_and_log_freq = 1  # in epochs
+  # --- logging and checkpoints
+  c.log_freq = 50
+  c.plot_freq = 500
+  c.checkpoint_freq = 1000  # new
+  c.keep_checkpoints = 3  # new
+  c.num_plot_samples = 64  # new
+  c.num_final_samples = 256  # new: samples written to samples/final.npz
+  c.final_metrics = False  # new: compute digits_fd / MMD at the end of training
+  return c
+
+
+def update_latents(config) -> bool:
+  """Whether Langevin moves `z`: explicit key, else `mode == 'joint'`."""
+  if config.update_latents is not None:
+    return bool(config.update_latents)
+  return config.mode == 'joint'
+
+
+def sampler_config(config) -> dict:
+  """The Langevin keys of `config` as the dict `langevin.sample` reads."""
+  return dict(mcmc_steps=config.mcmc_steps, mcmc_temp=config.mcmc_temp,
+              epsilon=config.epsilon, epsilon_latent=config.epsilon_latent,
+              update_latents=update_latents(config), use_noise=config.use_noise,
+              tau_res=config.tau_res,
+              clip_langevin_grad_res=config.clip_langevin_grad_res,
+              max_langevin_norm_res=config.max_langevin_norm_res,
+              mcmc_unroll=config.mcmc_unroll, mcmc_update=config.mcmc_update)
+
+
+def validate(config) -> None:
+  """Raises ValueError for an unknown key or an impossible value (before compiling)."""
+  from hat_ebm_jax import langevin, models, optim  # pylint: disable=g-import-not-at-top
+  base = base_config()
+  allowed = set(base.keys()) | set(getattr(config, 'extra_keys', ()))
+  unknown = sorted(set(config.keys()) - allowed - {'extra_keys'})
+  if unknown:
+    raise ValueError(f'Unknown config key(s) {unknown}. Known keys are those of '
+                     'hat_ebm_jax/config_lib.py:base_config(); check the spelling.')
+  if config.mode not in MODES:
+    raise ValueError(f'Unknown mode {config.mode!r}; choose one of {", ".join(MODES)}.')
+  if config.dataset not in IMAGE_DATASETS + TOY_DATASETS:
+    raise ValueError(f'Unknown dataset {config.dataset!r}; choose one of '
+                     f'{", ".join(IMAGE_DATASETS + TOY_DATASETS)}.')
+  for key in ('batch_size', 'num_training_steps', 'log_freq', 'plot_freq',
+              'checkpoint_freq', 'keep_checkpoints', 'image_size', 'nch'):
+    if int(config[key]) <= 0:
+      raise ValueError(f'config.{key} must be a positive integer; got {config[key]}.')
+  for key in ('ebm_type', 'gen_type', 'inf_type'):
+    if config[key] not in models.NAMES:
+      raise ValueError(f'config.{key}={config[key]!r} is not a known net; known: '
+                       f'{", ".join(models.NAMES)}.')
+  if config.data_epsilon < 0:
+    raise ValueError(f'config.data_epsilon must be >= 0; got {config.data_epsilon}.')
+  if config.mode in ('synthesis', 'joint', 'evaluate'):
+    langevin.sampler_settings(sampler_config(config))
+    for key in ('ebm_lr_info', 'gen_lr_info'):
+      optim.check_lr_info(config[key], f'config.{key}')
+    if not 0 <= config.ebm_opt_decay < 1 or not 0 <= config.gen_opt_decay < 1:
+      raise ValueError('config.ebm_opt_decay and gen_opt_decay must be in [0, 1).')
+  if config.mode == 'synthesis':
+    if config.persistent_size < config.batch_size:
+      raise ValueError(f'config.persistent_size ({config.persistent_size}) must be at '
+                       f'least the batch size ({config.batch_size}).')
+  if config.mode == 'joint' and not config.gen_weights:
+    raise ValueError('Joint mode needs a pretrained generator: set --config.gen_weights '
+                     'to an orbax checkpoint written by `python -m hat_ebm_jax.convert`, '
+                     'a TF checkpoint prefix, or an autoencoder run\'s workdir.')
+  if config.mode == 'autoencoder':
+    optim.check_lr_info(config.gen_lr_info, 'config.gen_lr_info')
+    optim.check_lr_info(config.inf_lr_info, 'config.inf_lr_info')
+  if config.dtype not in ('float32', 'bfloat16', 'float16'):
+    raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float16'; got "
+                     f'{config.dtype!r}.')

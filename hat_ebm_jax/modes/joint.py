@@ -1,0 +1,40 @@
+"""Joint mode (SPEC §4): refinement of a pretrained SN-GAN generator and retrofit of an
+autoencoder's decoder. The generator is frozen (loaded from `config.gen_weights`);
+Langevin moves both `z` and `y` under `p(y, z) ∝ exp(-H(G(z) + y))`; only the EBM learns.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from hat_ebm_jax import checkpointing, models
+from hat_ebm_jax.modes import base
+
+
+class JointMode(base.HatEBMMode):
+  name = 'joint'
+  trainable = ('ebm',)
+
+  def init_state(self, rng) -> base.TrainState:
+    k_ebm, k_run = jax.random.split(rng)
+    ebm_v = models.init_variables(self.ebm, k_ebm, self.config.image_size)
+    gen_v = checkpointing.load_pretrained(self.config.gen_weights, self.gen,
+                                          self.config.gen_type)
+    params = {'ebm': ebm_v['params']}
+    return base.TrainState(
+        step=jnp.zeros([], jnp.int32), params=params,
+        batch_stats={'ebm': ebm_v.get('batch_stats', {})},
+        frozen={'gen': gen_v}, opt_state={'ebm': self.ebm_tx.init(params['ebm'])},
+        ema=jax.tree_util.tree_map(jnp.copy, params), bank={}, rng=k_run)
+
+  def train_step(self, state: base.TrainState, batch: jax.Array):
+    """One joint step on a data batch -> (state, metrics)."""
+    n = batch.shape[0]
+    k_lan, k_data = base.step_key(state, 2)
+    r = self.run_langevin(state, k_lan, n)
+    samples = jax.lax.stop_gradient(r.images)
+    ebm_p, ebm_o, ebm_e, metrics = self.ebm_update(state, batch, samples, k_data)
+    metrics.update(**self.langevin_metrics(r))
+    metrics.update(finite=base.finite(metrics['ebm_loss'], metrics['energy_data'],
+                                      metrics['energy_samples']))
+    return state.replace(step=state.step + 1, params={'ebm': ebm_p},
+                         opt_state={'ebm': ebm_o}, ema={'ebm': ebm_e}), metrics

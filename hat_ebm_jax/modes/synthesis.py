@@ -1,0 +1,83 @@
+"""Synthesis mode (SPEC §4): EBM and generator trained together with a persistent bank.
+
+Per step: `z ~ s_z N(0, I)`, Langevin on `y` alone (`G(z)` fixed) -> `x = G(z) + y`;
+EBM update on data vs `x`; generator update towards bank pairs at `B` distinct random
+indices, `loss = gen_loss_factor_coop * mean((G(z_bank) - x_bank)^2)`; then this step's
+`(z, x)` is written into the bank at those indices.
+
+The bank holds `persistent_size` rounded down to a multiple of the batch (9,984 pairs at
+batch 128, as the original on one replica). It is one global bank, sharded over devices,
+and the indices are drawn over all of it, so a run gives the same result on any number of
+devices (the original kept one slice per replica instead).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from hat_ebm_jax import losses, models, optim
+from hat_ebm_jax.modes import base
+
+
+class SynthesisMode(base.HatEBMMode):
+  name = 'synthesis'
+  trainable = ('ebm', 'gen')
+
+  def __init__(self, config):
+    super().__init__(config)
+    c = config
+    self.gen_tx = optim.make_optimizer(c.gen_lr_info)
+    self.gen_lr = optim.step_schedule(c.gen_lr_info)
+    self.bank_size = (c.persistent_size // c.batch_size) * c.batch_size
+
+  def init_state(self, rng) -> base.TrainState:
+    k_ebm, k_gen, k_bank, k_run = jax.random.split(rng, 4)
+    size = self.config.image_size
+    ebm_v = models.init_variables(self.ebm, k_ebm, size)
+    gen_v = models.init_variables(self.gen, k_gen, size)
+    z_bank = self.config.init_scale_latent * jax.random.normal(
+        k_bank, (self.bank_size,) + self.latent_shape)
+    x_bank = jax.jit(self.gen.apply)(gen_v, z_bank)
+    params = {'ebm': ebm_v['params'], 'gen': gen_v['params']}
+    return base.TrainState(
+        step=jnp.zeros([], jnp.int32), params=params,
+        batch_stats={'ebm': ebm_v.get('batch_stats', {}),
+                     'gen': gen_v.get('batch_stats', {})},
+        frozen={},
+        opt_state={'ebm': self.ebm_tx.init(params['ebm']),
+                   'gen': self.gen_tx.init(params['gen'])},
+        ema=jax.tree_util.tree_map(jnp.copy, params),
+        bank={'z': z_bank, 'x': x_bank}, rng=k_run)
+
+  def train_step(self, state: base.TrainState, batch: jax.Array):
+    """One synthesis step on a data batch `[B, H, W, C]` -> (state, metrics)."""
+    c = self.config
+    n = batch.shape[0]
+    k_lan, k_data, k_idx = base.step_key(state, 3)
+    r = self.run_langevin(state, k_lan, n)
+    samples = jax.lax.stop_gradient(r.images)
+    ebm_p, ebm_o, ebm_e, metrics = self.ebm_update(state, batch, samples, k_data)
+
+    # Generator: regress G(z_bank[i]) onto x_bank[i] at B distinct indices.
+    idx = jax.random.choice(k_idx, self.bank_size, (n,), replace=False)
+    z_b, x_b = state.bank['z'][idx], state.bank['x'][idx]
+    gen_bs = state.batch_stats['gen']
+
+    def gen_loss_fn(params):
+      v = {'params': params, **({'batch_stats': gen_bs} if gen_bs else {})}
+      return losses.gen_coop_loss(self.gen.apply(v, z_b), x_b, c.gen_loss_factor_coop)
+
+    gen_loss, gen_grads = jax.value_and_grad(gen_loss_fn)(state.params['gen'])
+    gen_p, gen_o, gen_e = base.apply_update(
+        self.gen_tx, gen_grads, state.opt_state['gen'], state.params['gen'],
+        state.ema['gen'], c.gen_opt_decay)
+    bank = {'z': state.bank['z'].at[idx].set(r.z), 'x': state.bank['x'].at[idx].set(samples)}
+
+    metrics.update(**self.langevin_metrics(r))
+    metrics.update(gen_loss=gen_loss, lr_gen=self.gen_lr(state.step),
+                   finite=base.finite(metrics['ebm_loss'], gen_loss,
+                                      metrics['energy_data'], metrics['energy_samples']))
+    new_state = state.replace(
+        step=state.step + 1, params={'ebm': ebm_p, 'gen': gen_p},
+        opt_state={'ebm': ebm_o, 'gen': gen_o}, ema={'ebm': ebm_e, 'gen': gen_e},
+        bank=bank)
+    return new_state, metrics

@@ -1,0 +1,226 @@
+"""The one training loop: resume, steps, metrics, samples, checkpoints, preemption and the
+divergence guard. It knows a mode only through `init_state`, `train_step` and `sample`
+(and the optional `eval_step`), see `modes/base.py`.
+"""
+
+import json
+import signal
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+from hat_ebm_jax import checkpointing, config_lib, input_pipeline, modes, sharding, visualize
+
+
+class DivergenceError(RuntimeError):
+  """A non-finite loss or energy: the run stops, the last good checkpoint stays latest."""
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop reads at each step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    else:
+      self._old = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving at the next step boundary.')
+    self.requested = True
+
+  def restore(self):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _first_non_finite(metrics: Dict[str, np.ndarray]) -> str:
+  bad = [k for k, v in metrics.items() if k != 'finite' and not np.all(np.isfinite(v))]
+  return ', '.join(bad) or 'a loss or energy'
+
+
+def build(config, workdir: epath.Path):
+  """Validates everything, then creates the mode, mesh, manager and (restored) state.
+
+  All checks that can fail (config, devices, workdir experiment, pretrained weights,
+  checkpoint architecture) run before anything is written to `workdir`.
+  """
+  config_lib.validate(config)
+  mesh = sharding.create_mesh()
+  sharding.check_batch_divides(config.batch_size, mesh)
+  checkpointing.check_workdir_config(workdir, config)
+  mode = modes.create(config)
+  state = mode.init_state(jax.random.PRNGKey(config.seed))
+  state_sh = sharding.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sh)
+  manager = None
+  if (workdir / 'checkpoints').exists():
+    manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+    if manager.latest_step() is not None:
+      logging.info('Resuming from %s (step %d).', workdir, manager.latest_step())
+      state = checkpointing.restore(manager, state)
+  return mode, mesh, state, state_sh, manager
+
+
+def run(config, workdir: str) -> Dict[str, Any]:
+  """Trains `config.mode` in `workdir` until `config.num_training_steps`.
+
+  Returns the last step's metrics (host numpy) and, when computed, the final metrics.
+  """
+  workdir = epath.Path(workdir)
+  mode, mesh, state, state_sh, manager = build(config, workdir)
+  checkpointing.write_workdir_config(workdir, config)
+  if manager is None:
+    manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  start = int(jax.device_get(state.step))
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_chief)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in config.to_dict().items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  batch_sh = sharding.batch_sharded(mesh)
+  train_step = jax.jit(mode.train_step, in_shardings=(state_sh, batch_sh),
+                       out_shardings=(state_sh, sharding.replicated(mesh)),
+                       donate_argnums=(0,))
+  data = input_pipeline.create_iterator(
+      config, start_step=start, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_training_steps,
+                                           writer=writer, every_steps=config.log_freq)
+  preemption = _Preemption()
+  sums: Dict[str, float] = {}
+  count = 0
+  last: Dict[str, Any] = {}
+  batch = None
+  step = start
+  t_log = time.time()
+  try:
+    while step < config.num_training_steps:
+      local = next(data)
+      batch = sharding.host_to_global(local, mesh)
+      t0 = time.time()
+      state, metrics = train_step(state, batch)
+      metrics = jax.device_get(metrics)
+      if step == start:
+        logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
+      if not bool(metrics['finite']):
+        raise DivergenceError(
+            f'Training diverged at step {step + 1}: non-finite {_first_non_finite(metrics)}'
+            f' ({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
+            f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
+            'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
+      step += 1
+      last = metrics
+      for k, v in metrics.items():
+        if k != 'finite':
+          sums[k] = sums.get(k, 0.0) + float(np.mean(v))
+      count += 1
+      report(step)
+      if step % config.log_freq == 0 or step == config.num_training_steps:
+        now = time.time()
+        scalars = {k: v / count for k, v in sums.items()}
+        scalars['time_per_batch'] = (now - t_log) / count
+        writer.write_scalars(step, scalars)
+        sums, count, t_log = {}, 0, now
+      if getattr(mode, 'eval_every', 0) and step % mode.eval_every == 0:
+        writer.write_scalars(step, _evaluate(mode, config, state, mesh))
+      if step % config.plot_freq == 0:
+        _plot(mode, config, state, step, workdir, writer, local, is_chief)
+      preempted = preemption.requested or (
+          jax.process_count() > 1 and manager.reached_preemption(step))
+      if (step % config.checkpoint_freq == 0 or step == config.num_training_steps
+          or preempted):
+        checkpointing.save(manager, step, state)
+      if preempted:
+        logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
+                        'resume.', step)
+        writer.flush()
+        return {'preempted': True, 'step': step, **last}
+  finally:
+    preemption.restore()
+  result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
+  if step >= config.num_training_steps:
+    result.update(_finish(mode, config, state, workdir, writer, local if batch is not None
+                          else None, is_chief))
+  writer.flush()
+  return result
+
+
+def _evaluate(mode, config, state, mesh) -> Dict[str, float]:
+  """Mean of `mode.eval_step` over `mode.eval_steps` batches of `mode.eval_split`."""
+  it = input_pipeline.create_iterator(config, split=mode.eval_split, start_step=0,
+                                      process_index=jax.process_index(),
+                                      process_count=jax.process_count())
+  step_fn = jax.jit(mode.eval_step)
+  totals: Dict[str, float] = {}
+  for _ in range(mode.eval_steps):
+    m = jax.device_get(step_fn(state, sharding.host_to_global(next(it), mesh)))
+    for k, v in m.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  return {f'test_{k}': v / mode.eval_steps for k, v in totals.items()}
+
+
+def _samples(mode, config, state, n: int, key, local_batch) -> Dict[str, np.ndarray]:
+  batch = None if local_batch is None else jnp.asarray(local_batch[:n])
+  out = jax.jit(mode.sample, static_argnums=(2,))(state, key, n, batch)
+  return {k: np.asarray(sharding.to_host(v)) for k, v in out.items()}
+
+
+def _plot(mode, config, state, step, workdir, writer, local_batch, is_chief):
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
+  n = config.num_plot_samples
+  out = _samples(mode, config, state, n, key, local_batch)
+  out.setdefault('data', np.asarray(local_batch[:n]))
+  if is_chief:
+    pictures = {name: visualize.save_samples(
+        workdir / 'samples' / f'{name}_{step:06d}.png', x, f'{name} step {step}')
+                for name, x in out.items()}
+    writer.write_images(step, {k: v[None] for k, v in pictures.items()})
+
+
+def _finish(mode, config, state, workdir, writer, local_batch, is_chief) -> Dict:
+  """Final samples (`samples/final.npz`, PNGs) and, if asked, the final metrics."""
+  key = jax.random.PRNGKey(config.seed + 2)
+  out = _samples(mode, config, state, config.num_final_samples, key, local_batch)
+  result: Dict[str, Any] = {}
+  if is_chief:
+    samples_dir = workdir / 'samples'
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    with (samples_dir / 'final.npz').open('wb') as f:
+      np.savez(f, **{k: v.astype(np.float32) for k, v in out.items()})
+    for name, x in out.items():
+      visualize.save_samples(samples_dir / f'final_{name}.png',
+                             x[:config.num_plot_samples], f'final {name}')
+  if config.final_metrics and 'hat' in out:
+    final = final_metrics(config, out)
+    result.update(final)
+    writer.write_scalars(int(config.num_training_steps), final)
+    if is_chief:
+      (workdir / 'final_metrics.json').write_text(json.dumps(final, indent=2))
+    logging.info('Final metrics: %s', final)
+  return result
+
+
+def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:
+  """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y for 2D toys."""
+  from hat_ebm_jax import metrics  # pylint: disable=g-import-not-at-top
+  if config.dataset == 'digits':
+    t = metrics.digits_fd_table(samples['gen'], samples['hat'], config.image_size)
+    return {f'digits_fd_{k}': float(v) for k, v in t.items()}
+  if config.dataset in config_lib.TOY_DATASETS:
+    from hat_ebm_jax.datasets import toy2d  # pylint: disable=g-import-not-at-top
+    true = toy2d.sample(config.dataset, len(samples['hat']),
+                        np.random.default_rng(config.seed + 3))
+    return {'mmd_gen': float(metrics.mmd(samples['gen'], true)),
+            'mmd_hat': float(metrics.mmd(samples['hat'], true))}
+  return {}

@@ -1,0 +1,117 @@
+"""Every paper config carries exactly the values of SPEC §6; bad configs fail early."""
+
+import importlib.util
+import os
+
+import pytest
+
+from hat_ebm_jax import config_lib
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
+
+
+def load(name, *args):
+  """`configs/<name>.py`'s `get_config(*args)`, as `--config=configs/<name>.py` loads it."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, name + '.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
+COMMON = dict(data_epsilon=1e-3, init_scale_latent=1.0, init_scale_res=0.0,
+              max_grad_norm=50.0, ebm_opt_decay=0.9999, gen_opt_decay=0.9999,
+              log_freq=50, plot_freq=500, checkpoint_freq=1000, batch_size=128,
+              persistent_size=10000, gen_loss_factor_coop=1000.0)
+
+SYNTH = dict(mode='synthesis', mcmc_steps=50, epsilon=5e-4, mcmc_temp=1e-8,
+             clip_langevin_grad_res=True, max_langevin_norm_res=2.5, gen_factor=2.0)
+
+EXPECTED = {
+    'cifar10_synth': dict(COMMON, **SYNTH, dataset='cifar10', image_size=32,
+                          num_training_steps=50000, ebm_lr_info=[[1e-4, 0]],
+                          gen_lr_info=[[1e-4, 0]], ebm_type='ebm_sngan32', ebm_ngf=256,
+                          gen_type='gen_sngan32', gen_ngf=256, clip_ebm_grad=False),
+    'celeba64_synth': dict(COMMON, **SYNTH, dataset='celeb_a', image_size=64,
+                           num_training_steps=50000, ebm_lr_info=[[1e-4, 0]],
+                           gen_lr_info=[[1e-4, 0]], ebm_type='ebm_sngan64',
+                           gen_type='gen_sngan64', clip_ebm_grad=False),
+    'imagenet128': dict(COMMON, **SYNTH, dataset='imagenet2012', image_size=128,
+                        random_crop=True, num_training_steps=300000,
+                        ebm_lr_info=[[1e-4, 0], [1e-5, 230000], [1e-6, 260000]],
+                        gen_lr_info=[[5e-5, 0], [1e-5, 230000], [1e-6, 260000]],
+                        clip_ebm_grad=True, ebm_type='ebm_sngan128', ebm_ngf=1024,
+                        gen_type='gen_sngan128', gen_ngf=1024),
+    'imagenet128_large': dict(COMMON, **SYNTH, dataset='imagenet2012', image_size=128,
+                              random_crop=True, num_training_steps=300000,
+                              ebm_lr_info=[[1e-4, 0], [1e-5, 230000], [1e-6, 260000]],
+                              gen_lr_info=[[5e-5, 0], [1e-5, 230000], [1e-6, 260000]],
+                              clip_ebm_grad=True, ebm_ngf=2048, gen_ngf=2048),
+    'cifar10_refine': dict(COMMON, mode='joint', dataset='cifar10', image_size=32,
+                           num_training_steps=25000, ebm_lr_info=[[1e-5, 0]],
+                           gen_type='gen_sngan32', gen_factor=1.0, mcmc_steps=250,
+                           epsilon=1e-4, epsilon_latent=5e-3, mcmc_temp=1e-3,
+                           clip_langevin_grad_res=True, max_langevin_norm_res=2.5),
+    'celeba64_refine': dict(COMMON, mode='joint', dataset='celeb_a', image_size=64,
+                            num_training_steps=25000, ebm_lr_info=[[1e-5, 0]],
+                            gen_type='gen_sngan64', gen_factor=1.0, mcmc_steps=100,
+                            epsilon=1e-4, epsilon_latent=5e-3, mcmc_temp=1e-6,
+                            clip_langevin_grad_res=True, max_langevin_norm_res=2.5),
+    'cifar10_retrofit': dict({**COMMON, 'data_epsilon': 1e-2}, mode='joint',
+                             dataset='cifar10', image_size=32, num_training_steps=25000,
+                             ebm_lr_info=[[1e-4, 0]], gen_type='gen_decoder32',
+                             gen_factor=2.0, mcmc_steps=100, epsilon=5e-4,
+                             epsilon_latent=1e-3, mcmc_temp=1e-3, tau_res=50.0),
+    'cifar10_ae': dict(mode='autoencoder', dataset='cifar10', image_size=32,
+                       gen_type='gen_decoder32', inf_type='inf_encoder32',
+                       gen_lr_info=[[1e-4, 0]], inf_lr_info=[[1e-4, 0]],
+                       loss_factor=1000.0, data_epsilon=0.02, num_epochs=100,
+                       steps_per_epoch=499, test_steps=99, batch_size=128,
+                       num_training_steps=49900, gen_factor=2.0),
+}
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_paper_config_has_the_values_of_the_paper(name):
+  c = load(name)
+  for key, want in EXPECTED[name].items():
+    assert c[key] == pytest.approx(want) if isinstance(want, float) else c[key] == want, (
+        f'{name}.{key} = {c[key]!r}, expected {want!r}')
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED) + ['digits', 'tiny'])
+def test_every_config_validates(name):
+  c = load(name)
+  if c.mode == 'joint':
+    c.gen_weights = '/some/generator'
+  config_lib.validate(c)
+
+
+def test_joint_configs_demand_pretrained_weights():
+  with pytest.raises(ValueError, match='gen_weights'):
+    config_lib.validate(load('cifar10_refine'))
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('mode', 'synth', 'Unknown mode'),
+    ('dataset', 'mnist', 'Unknown dataset'),
+    ('batch_size', 0, 'batch_size'),
+    ('mcmc_temp', 0.0, 'mcmc_temp'),
+    ('epsilon', -1.0, 'epsilon'),
+    ('ebm_lr_info', [[1e-4, 10]], 'start at step 0'),
+    ('ebm_type', 'ebm_resnet', 'not a known net'),
+    ('dtype', 'float8', 'dtype'),
+])
+def test_impossible_values_are_rejected_before_compiling(key, value, match):
+  c = load('tiny')
+  with c.unlocked():
+    c[key] = value
+  with pytest.raises(ValueError, match=match):
+    config_lib.validate(c)
+
+
+def test_unknown_keys_are_rejected_with_the_key_named():
+  c = load('tiny')
+  with c.unlocked():
+    c.mcmc_stpes = 10
+  with pytest.raises(ValueError, match='mcmc_stpes'):
+    config_lib.validate(c)
