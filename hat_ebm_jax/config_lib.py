@@ -148,3 +148,14 @@ def validate(config) -> None:
   if config.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float16'; got "
                      f'{config.dtype!r}.')
+
+
+def load_config_file(path: str, *args) -> ml_collections.ConfigDict:
+  """`get_config(*args)` of a config file, as `--config=path[:arg]` would load it."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'hat_ebm_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)

@@ -1,6 +1,5 @@
 """Every paper config carries exactly the values of SPEC §6; bad configs fail early."""
 
-import importlib.util
 import os
 
 import pytest
@@ -12,10 +11,7 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
 
 def load(name, *args):
   """`configs/<name>.py`'s `get_config(*args)`, as `--config=configs/<name>.py` loads it."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
+  return config_lib.load_config_file(os.path.join(CONFIGS, name + '.py'), *args)
 
 
 COMMON = dict(data_epsilon=1e-3, init_scale_latent=1.0, init_scale_res=0.0,

@@ -1,0 +1,154 @@
+"""End-to-end training on `configs/tiny.py`: every mode runs, checkpoints, resumes exactly,
+survives SIGTERM, stops on divergence, and refuses bad input without touching the workdir."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from hat_ebm_jax import checkpointing, train
+from tests.test_configs import load
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(mode='synthesis', **overrides):
+  c = load('tiny', mode)
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def main_cmd(workdir, *overrides, mode='synthesis'):
+  return [sys.executable, '-m', 'hat_ebm_jax.main', f'--config={REPO}/configs/tiny.py:{mode}',
+          f'--workdir={workdir}', *overrides]
+
+
+def run_main(workdir, *overrides, mode='synthesis', check=True):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
+  p = subprocess.run(main_cmd(workdir, *overrides, mode=mode), cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  if check and p.returncode != 0:
+    raise AssertionError(f'main failed ({p.returncode}):\n{p.stderr[-4000:]}')
+  return p
+
+
+def params_of(workdir, step=None):
+  raw = checkpointing.restore_raw(workdir, step)
+  return raw['params']
+
+
+def max_rel_diff(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12))
+             for x, y in zip(la, lb))
+
+
+def test_synthesis_trains_and_writes_checkpoints_summaries_and_samples(tmp_path):
+  result = train.run(tiny(), str(tmp_path))
+  assert result['step'] == 6
+  assert np.isfinite(result['ebm_loss']) and np.isfinite(result['gen_loss'])
+  steps = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps == [3, 6]
+  final = np.load(tmp_path / 'samples' / 'final.npz')
+  assert set(final.files) >= {'hat', 'gen'}
+  assert final['hat'].shape == (16, 16, 16, 1) and final['hat'].dtype == np.float32
+  assert np.all(np.abs(final['gen']) <= 1.0 + 1e-6)  # gen_factor 1 * tanh
+  for name in ('hat_000003.png', 'gen_000003.png', 'data_000003.png', 'final_hat.png'):
+    assert (tmp_path / 'samples' / name).exists(), name
+  assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())
+
+
+def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(tmp_path):
+  """6 steps straight == 3 steps, a new process, 3 more (parameters to 1e-6)."""
+  straight, split = tmp_path / 'straight', tmp_path / 'split'
+  run_main(straight, '--config.num_training_steps=6')
+  run_main(split, '--config.num_training_steps=3')
+  assert checkpointing.restore_raw(split)['step'] == 3
+  run_main(split, '--config.num_training_steps=6')
+  raw_a, raw_b = checkpointing.restore_raw(straight), checkpointing.restore_raw(split)
+  assert int(raw_b['step']) == 6
+  assert max_rel_diff(raw_b['params'], raw_a['params']) <= 1e-6
+  assert max_rel_diff(raw_b['bank'], raw_a['bank']) <= 1e-6
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
+  proc = subprocess.Popen(
+      main_cmd(tmp_path, '--config.num_training_steps=100000',
+               '--config.checkpoint_freq=100000', '--config.plot_freq=100000'),
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 300
+  for line in proc.stdout:
+    if 'First step' in line or time.time() > deadline:
+      break
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  raw = checkpointing.restore_raw(tmp_path)
+  assert 1 <= int(raw['step']) < 100000
+  assert 'Preempted' in out
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  train.run(tiny(num_training_steps=3), str(tmp_path))
+  with pytest.raises(train.DivergenceError, match='step 4') as e:
+    train.run(tiny(num_training_steps=6, data_epsilon=float('inf')), str(tmp_path))
+  assert 'energy_data' in str(e.value) or 'ebm_loss' in str(e.value)
+  assert checkpointing.create_manager(tmp_path, 3).latest_step() == 3
+
+
+def test_autoencoder_trains_with_a_test_loss_and_its_decoder_drives_retrofit(tmp_path):
+  ae, joint = tmp_path / 'ae', tmp_path / 'retrofit'
+  result = train.run(tiny('autoencoder'), str(ae))
+  assert np.isfinite(result['ae_loss'])
+  final = np.load(ae / 'samples' / 'final.npz')
+  assert {'gen', 'recon', 'data'} <= set(final.files)
+  c = tiny('joint', gen_type='gen_decoder32', gen_factor=1.0, gen_weights=str(ae))
+  result = train.run(c, str(joint))
+  assert result['step'] == 6
+  assert result['grad_norm_latent'] > 0 and np.isfinite(result['ebm_loss'])
+  assert 'z_norm' in result
+
+
+def test_joint_mode_without_generator_weights_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='gen_weights'):
+    train.run(tiny('joint'), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
+def test_joint_mode_with_missing_weights_names_the_path(tmp_path):
+  with pytest.raises(FileNotFoundError, match='nowhere'):
+    train.run(tiny('joint', gen_weights=str(tmp_path / 'nowhere')), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
+def test_workdir_of_another_experiment_is_refused_and_left_untouched(tmp_path):
+  train.run(tiny(num_training_steps=3), str(tmp_path))
+  before = sorted((str(p), p.stat().st_mtime) for p in tmp_path.rglob('*'))
+  with pytest.raises(checkpointing.ConfigMismatchError, match='ebm_ngf'):
+    train.run(tiny(num_training_steps=6, ebm_ngf=16), str(tmp_path))
+  after = sorted((str(p), p.stat().st_mtime) for p in tmp_path.rglob('*'))
+  assert before == after
+
+
+def test_a_generator_of_another_architecture_is_refused_with_the_mismatches(tmp_path):
+  ae = tmp_path / 'ae'
+  train.run(tiny('autoencoder', num_training_steps=1), str(ae))
+  c = tiny('joint', gen_type='gen_decoder32', gen_ngf=16, gen_weights=str(ae))
+  with pytest.raises(ValueError, match='does not fit'):
+    train.run(c, str(tmp_path / 'w'))
+
+
+def test_unknown_config_override_is_rejected_by_main(tmp_path):
+  p = run_main(tmp_path, '--config.mcmc_stepz=3', check=False)
+  assert p.returncode != 0
+  assert 'mcmc_stepz' in p.stderr
