@@ -45,9 +45,11 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # disp deprecation (SciPy 1.17), singular-matrix notes
     try:
-      return scipy.linalg.sqrtm(a, disp=False)[0]
+      out = scipy.linalg.sqrtm(a, disp=False)
     except TypeError:  # SciPy >= 1.18 removed `disp`
-      return scipy.linalg.sqrtm(a)
+      out = scipy.linalg.sqrtm(a)
+  # (sqrtm, errest) with disp=False, except SciPy 1.17 returns the bare array for 1x1.
+  return np.asarray(out[0] if isinstance(out, tuple) else out)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
@@ -253,12 +255,16 @@ def digits_fd_table(gen_images: np.ndarray, hat_images: np.ndarray, image_size: 
   Compare `gen` and `hat` with `floor` at the same sample count.
   """
   gen_images = _check_images(gen_images, image_size)
+  hat_images = _check_images(hat_images, image_size)
+  if hat_images.shape[-1] != gen_images.shape[-1]:
+    raise ValueError(f'gen and hat images differ in channels: {gen_images.shape} vs '
+                     f'{hat_images.shape}.')
   nch = gen_images.shape[-1]
   ref = digits_reference_statistics(image_size, nch, cache_dir)
   test_images, _ = digits_images('test', image_size, nch)
   out = {}
   for name, images in (('floor', test_images), ('gen', gen_images), ('hat', hat_images)):
-    feats = digits_features(_check_images(images, image_size), image_size, cache_dir)
+    feats = digits_features(images, image_size, cache_dir)
     out[name] = frechet_distance(*feature_statistics(feats), *ref)
   return out
 

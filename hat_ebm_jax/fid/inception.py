@@ -74,6 +74,11 @@ def _avg_pool_3x3_same(x):
                      count_include_pad=False)
 
 
+def _max_pool_3x3_same(x):
+  """`max_pool2d(x, 3, stride=1, padding=1)` (padding never wins: it is -inf)."""
+  return nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+
+
 def _max_pool_3x3_stride2(x):
   """`max_pool2d(x, kernel_size=3, stride=2)` (no padding)."""
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
@@ -160,7 +165,7 @@ class FIDInceptionE(nn.Module):
     if self.pool == 'avg':
       p = _avg_pool_3x3_same(x)
     elif self.pool == 'max':
-      p = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+      p = _max_pool_3x3_same(x)
     else:
       raise ValueError(f'pool must be avg or max; got {self.pool!r}.')
     bp = BasicConv2d(192, 1, name='branch_pool')(p)
