@@ -106,12 +106,13 @@ def tfds_builder(name: str, data_dir: str = '') -> tfds.core.DatasetBuilder:
                      f'{", ".join(IMAGE_DATASETS)}.')
   builder = tfds.builder(name, data_dir=data_dir or None)
   if not builder.is_prepared():
-    where = data_dir or f'{_default_data_dir()} (the tfds default; set config.data_dir)'
+    where = (repr(data_dir) if data_dir else
+             f'{_default_data_dir()!r} (the tfds default, as config.data_dir is empty)')
     raise DatasetNotFoundError(
-        f'Dataset {name!r} is not prepared in data_dir {where!r} (looked for '
-        f'{builder.data_dir}); the input pipeline never downloads. Prepare it once with\n'
+        f'Dataset {name!r} is not prepared in data_dir {where}: found no '
+        f'{builder.data_dir}. The input pipeline never downloads; prepare it once:\n'
         f'{prepare_instructions(name, data_dir)}\n'
-        f'and point --config.data_dir at the same data_dir.')
+        f'then train with --config.data_dir set to that data_dir.')
   return builder
 
 

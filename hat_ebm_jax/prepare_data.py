@@ -35,20 +35,22 @@ _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', '', 'Folder holding the hand-downloaded files (celeb_a, imagenet2012).')
 
 
-def check_manual_files(dataset: str, manual_dir: Optional[str]) -> None:
+def check_manual_files(dataset: str, manual_dir: Optional[str],
+                       data_dir: Optional[str] = None) -> None:
   """Raises `DatasetNotFoundError` unless `manual_dir` holds the files `dataset` needs."""
   needed = input_pipeline.MANUAL_FILES.get(dataset, ())
   if not needed:
     return
+  how = input_pipeline.prepare_instructions(dataset, data_dir or '')
   if not manual_dir:
     raise input_pipeline.DatasetNotFoundError(
         f'{dataset} cannot be downloaded automatically: pass --manual_dir=DIR with the '
-        f'manual files.\n{input_pipeline.prepare_instructions(dataset)}')
+        f'manual files.\n{how}')
   missing = [f for f in needed if not os.path.exists(os.path.join(manual_dir, f))]
   if missing:
     raise input_pipeline.DatasetNotFoundError(
         f'--manual_dir={manual_dir} lacks {", ".join(missing)} for {dataset}.\n'
-        f'{input_pipeline.prepare_instructions(dataset)}')
+        f'{how}')
 
 
 def prepare(dataset: str, data_dir: Optional[str] = None,
@@ -73,7 +75,12 @@ def prepare(dataset: str, data_dir: Optional[str] = None,
   if builder.is_prepared():
     print(f'{dataset} is already prepared in {builder.data_dir}')
     return os.fspath(builder.data_dir)
-  check_manual_files(dataset, manual_dir)
+  check_manual_files(dataset, manual_dir, data_dir)
+  try:
+    import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:  # tfds 4.9 uses it to find its checksums, undeclared
+    raise ImportError('tensorflow-datasets needs the package importlib_resources to '
+                      f'prepare {dataset}: pip install importlib_resources') from e
   print(f'Preparing {dataset} into {builder.data_dir}'
         + (f' from {manual_dir}' if manual_dir else ' (downloading)') + ' ...')
   builder.download_and_prepare(

@@ -12,6 +12,7 @@ The builder is not registered with tfds (`skip_registration=True`): build it wit
 
 from typing import Optional, Tuple
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -26,9 +27,12 @@ class HatEbmDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'The split of hat_ebm_jax.datasets.digits.load.'}
 
+  # tfds 4.9 locates a builder's code through `importlib_resources`, a package it does
+  # not declare; the digits need no checksums file, so name the code path directly.
+  @tfds.core.utils.classproperty
   @classmethod
-  def _get_name(cls) -> str:  # pylint: disable=arguments-differ
-    return NAME
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

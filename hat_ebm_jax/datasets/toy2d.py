@@ -70,5 +70,6 @@ _SAMPLERS = {'eight_gaussians': _eight_gaussians, 'two_rings': _two_rings,
 def sample(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
   """`n` i.i.d. points of the toy density `name`: float32 `[n, 2]`."""
   if name not in _SAMPLERS:
-    raise ValueError(f'Unknown 2D toy dataset {name!r}; choose one of {", ".join(NAMES)}.')
+    raise ValueError(f'Unknown 2D toy dataset {name!r}; choose one of '
+                     f'{", ".join(NAMES)}.')
   return np.asarray(_SAMPLERS[name](int(n), rng), np.float32)
