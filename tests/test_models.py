@@ -65,7 +65,7 @@ def _flat(variables, collection='params'):
 
 @pytest.mark.parametrize('name', IMAGE_NETS)
 def test_reference_width_net_has_checkpoint_parameter_count(name):
-  """At the reference widths each net has exactly the original's trainable-parameter count."""
+  """At the reference widths each net has the original's trainable-parameter count."""
   kwargs, num_params, in_shape, _ = REFERENCE_NETS[name]
   variables = _abstract_variables(models.create(name, **kwargs), in_shape)
   assert _num_params(variables) == num_params
@@ -119,7 +119,7 @@ def test_ebm64_default_stem_is_one_sixteenth_of_ngf():
 
 
 def test_default_out_factors():
-  """SN-GAN generators default to out_factor 1 (pretrained, refinement); the AE decoder to 2."""
+  """SN-GAN generators default to out_factor 1 (pretrained, refinement), the decoder to 2."""
   assert models.create('gen_sngan32').out_factor == 1.0
   assert models.create('gen_sngan128').out_factor == 1.0
   assert models.create('gen_decoder32').out_factor == 2.0
