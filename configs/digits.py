@@ -25,7 +25,7 @@ def get_config():
   c.epsilon = 5e-4
   c.mcmc_temp = 1e-8
   c.clip_langevin_grad_res = True
-  c.max_langevin_norm_res = 0.25
+  c.max_langevin_norm_res = 0.75  # the paper's 2.5 over 3,072 pixels, scaled to 256
   c.persistent_size = 1536
   c.shuffle_buffer = 1497
   c.log_freq = 50
