@@ -10,13 +10,13 @@ import time
 from typing import Any, Dict, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import checkpointing, config_lib, input_pipeline, modes, sharding, visualize
+from hat_ebm_jax import (checkpointing, config_lib, input_pipeline, langevin, modes,
+                         sharding, visualize)
 
 
 class DivergenceError(RuntimeError):
@@ -24,11 +24,16 @@ class DivergenceError(RuntimeError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop reads at each step boundary."""
+  """Turns SIGTERM into a flag the loop reads at each step boundary.
 
-  def __init__(self):
+  Only on a single process: with several, `jax.distributed` has its own SIGTERM notifier
+  and `manager.reached_preemption(step)` makes all processes stop at the same step (a
+  Python handler here would shadow that notifier).
+  """
+
+  def __init__(self, install: bool = True):
     self.requested = False
-    if threading.current_thread() is threading.main_thread():
+    if install and threading.current_thread() is threading.main_thread():
       self._old = signal.signal(signal.SIGTERM, self._handle)
     else:
       self._old = None
@@ -75,9 +80,13 @@ def run(config, workdir: str) -> Dict[str, Any]:
   """Trains `config.mode` in `workdir` until `config.num_training_steps`.
 
   Returns the last step's metrics (host numpy) and, when computed, the final metrics.
+  On several processes every process calls it with the same arguments; process 0 alone
+  writes the config, summaries and samples, and orbax saves collectively.
   """
+  sharding.configure_jax()
   workdir = epath.Path(workdir)
   mode, mesh, state, state_sh, manager = build(config, workdir)
+  sharding.sync('hat_ebm_built')  # every process has read the workdir before any writes
   checkpointing.write_workdir_config(workdir, config)
   if manager is None:
     manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
@@ -89,15 +98,14 @@ def run(config, workdir: str) -> Dict[str, Any]:
                           if isinstance(v, (int, float, str, bool))})
 
   batch_sh = sharding.batch_sharded(mesh)
-  train_step = jax.jit(mode.train_step, in_shardings=(state_sh, batch_sh),
-                       out_shardings=(state_sh, sharding.replicated(mesh)),
-                       donate_argnums=(0,))
+  train_step = make_train_step(mode, mesh, state_sh, batch_sh)
   data = input_pipeline.create_iterator(
       config, start_step=start, process_index=jax.process_index(),
       process_count=jax.process_count())
   report = periodic_actions.ReportProgress(num_train_steps=config.num_training_steps,
                                            writer=writer, every_steps=config.log_freq)
-  preemption = _Preemption()
+  multiprocess = jax.process_count() > 1
+  preemption = _Preemption(install=not multiprocess)
   sums: Dict[str, float] = {}
   count = 0
   last: Dict[str, Any] = {}
@@ -133,11 +141,11 @@ def run(config, workdir: str) -> Dict[str, Any]:
         writer.write_scalars(step, scalars)
         sums, count, t_log = {}, 0, now
       if getattr(mode, 'eval_every', 0) and step % mode.eval_every == 0:
-        writer.write_scalars(step, _evaluate(mode, config, state, mesh))
+        writer.write_scalars(step, _evaluate(mode, config, state, state_sh, mesh))
       if step % config.plot_freq == 0:
-        _plot(mode, config, state, step, workdir, writer, local, is_chief)
+        _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief)
       preempted = preemption.requested or (
-          jax.process_count() > 1 and manager.reached_preemption(step))
+          multiprocess and manager.reached_preemption(step))
       if (step % config.checkpoint_freq == 0 or step == config.num_training_steps
           or preempted):
         checkpointing.save(manager, step, state)
@@ -150,18 +158,43 @@ def run(config, workdir: str) -> Dict[str, Any]:
     preemption.restore()
   result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
   if step >= config.num_training_steps:
-    result.update(_finish(mode, config, state, workdir, writer, local if batch is not None
-                          else None, is_chief))
+    result.update(_finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
+                          is_chief))
   writer.flush()
   return result
 
 
-def _evaluate(mode, config, state, mesh) -> Dict[str, float]:
+def make_train_step(mode, mesh, state_sh, batch_sh):
+  """`(state, batch) -> (state, metrics)`: `mode.train_step` as one jitted program (the
+  state donated), except on CPU for samplers longer than a chunk
+  (`langevin.runs_on_host`, e.g. the 250 steps of refinement): inside one program those
+  would be a while loop, several times slower on XLA:CPU (or minutes to compile
+  unrolled), so the mode's `langevin_step` runs from the host as langevin's loop over
+  compiled chunks and only `update_step` is jitted. Same numbers either way.
+  """
+  out_sh = (state_sh, sharding.replicated(mesh))
+  if not (hasattr(mode, 'langevin_step') and langevin.runs_on_host(mode.sampler)):
+    return sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
+                        out_shardings=out_sh, donate_argnums=(0,))
+  update = sharding.jit(mode.update_step, mesh, in_shardings=(state_sh, batch_sh, None),
+                        out_shardings=out_sh, donate_argnums=(0,))
+
+  def train_step(state, batch):
+    with sharding.use_mesh(mesh):
+      r = mode.langevin_step(state, batch)
+    return update(state, batch, r)
+
+  return train_step
+
+
+def _evaluate(mode, config, state, state_sh, mesh) -> Dict[str, float]:
   """Mean of `mode.eval_step` over `mode.eval_steps` batches of `mode.eval_split`."""
   it = input_pipeline.create_iterator(config, split=mode.eval_split, start_step=0,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count())
-  step_fn = jax.jit(mode.eval_step)
+  step_fn = sharding.jit(mode.eval_step, mesh,
+                         in_shardings=(state_sh, sharding.batch_sharded(mesh)),
+                         out_shardings=sharding.replicated(mesh))
   totals: Dict[str, float] = {}
   for _ in range(mode.eval_steps):
     m = jax.device_get(step_fn(state, sharding.host_to_global(next(it), mesh)))
@@ -170,17 +203,33 @@ def _evaluate(mode, config, state, mesh) -> Dict[str, float]:
   return {f'test_{k}': v / mode.eval_steps for k, v in totals.items()}
 
 
-def _samples(mode, config, state, n: int, key, local_batch) -> Dict[str, np.ndarray]:
-  batch = None if local_batch is None else jnp.asarray(local_batch[:n])
-  out = jax.jit(mode.sample, static_argnums=(2,))(state, key, n, batch)
-  return {k: np.asarray(sharding.to_host(v)) for k, v in out.items()}
+def _samples(mode, state, state_sh, mesh, n: int, key,
+             batch: Optional[jax.Array]) -> Dict[str, np.ndarray]:
+  """`mode.sample(state, key, n, batch[:n])` as host numpy (on every process).
+
+  `batch` is the last global training batch (sharded); the `n` chains are split over
+  `data` when `n` divides over it, else replicated.
+  """
+  out_sh = sharding.sample_sharding(n, mesh)
+  if batch is None:
+    fn = sharding.jit(lambda s, k: mode.sample(s, k, n, None), mesh,
+                      in_shardings=(state_sh, sharding.replicated(mesh)),
+                      out_shardings=out_sh)
+    out = fn(state, key)
+  else:
+    fn = sharding.jit(lambda s, k, b: mode.sample(s, k, n, b[:n]), mesh,
+                      in_shardings=(state_sh, sharding.replicated(mesh),
+                                    sharding.batch_sharded(mesh)),
+                      out_shardings=out_sh)
+    out = fn(state, key, batch)
+  return {k: np.asarray(v) for k, v in sharding.to_host(out).items()}
 
 
-def _plot(mode, config, state, step, workdir, writer, local_batch, is_chief):
+def _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief):
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
   n = config.num_plot_samples
-  out = _samples(mode, config, state, n, key, local_batch)
-  out.setdefault('data', np.asarray(local_batch[:n]))
+  out = _samples(mode, state, state_sh, mesh, n, key, batch)
+  out.setdefault('data', sharding.to_host(batch)[:n])
   if is_chief:
     pictures = {name: visualize.save_samples(
         workdir / 'samples' / f'{name}_{step:06d}.png', x, f'{name} step {step}')
@@ -188,10 +237,13 @@ def _plot(mode, config, state, step, workdir, writer, local_batch, is_chief):
     writer.write_images(step, {k: v[None] for k, v in pictures.items()})
 
 
-def _finish(mode, config, state, workdir, writer, local_batch, is_chief) -> Dict:
+def _finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
+            is_chief) -> Dict:
   """Final samples (`samples/final.npz`, PNGs) and, if asked, the final metrics."""
   key = jax.random.PRNGKey(config.seed + 2)
-  out = _samples(mode, config, state, config.num_final_samples, key, local_batch)
+  out = _samples(mode, state, state_sh, mesh, config.num_final_samples, key, batch)
+  logging.info('Parameter checksum (process %d of %d): %.12e', jax.process_index(),
+               jax.process_count(), params_checksum(state.params))
   result: Dict[str, Any] = {}
   if is_chief:
     samples_dir = workdir / 'samples'
@@ -209,6 +261,15 @@ def _finish(mode, config, state, workdir, writer, local_batch, is_chief) -> Dict
       (workdir / 'final_metrics.json').write_text(json.dumps(final, indent=2))
     logging.info('Final metrics: %s', final)
   return result
+
+
+def params_checksum(params) -> float:
+  """Sum of `|p|` over this process's own replica of the (replicated) parameters.
+
+  Logged at the end of training: every process of a multi-host run must log the same.
+  """
+  return float(sum(np.sum(np.abs(np.asarray(x.addressable_data(0), np.float64)))
+                   for x in jax.tree_util.tree_leaves(params)))
 
 
 def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:

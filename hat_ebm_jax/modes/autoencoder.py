@@ -7,7 +7,7 @@ loss (without the latent noise) every `test_and_log_freq` epochs.
 import jax
 import jax.numpy as jnp
 
-from hat_ebm_jax import losses, models, optim
+from hat_ebm_jax import losses, models, optim, sharding
 from hat_ebm_jax.modes import base
 
 
@@ -71,6 +71,7 @@ class AutoencoderMode:
     use_ema = self.config.use_ema
     dec_v = base.variables(state, 'dec', use_ema)
     z = jax.random.normal(key, (n,) + models.latent_shape(self.dec))
+    z = sharding.constrain_batch(z)
     out = {'gen': self.dec.apply(dec_v, z)}
     if batch is not None:
       out['recon'] = self.dec.apply(dec_v, self.enc.apply(base.variables(
