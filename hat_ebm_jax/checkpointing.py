@@ -68,11 +68,25 @@ def write_workdir_config(workdir: epath.Path, config) -> None:
     (workdir / 'config.json').write_text(_config_json(config))
 
 
+def _absolute(path: epath.Path) -> epath.Path:
+  """`path` made absolute for orbax; URLs (`gs://...`) are absolute already.
+
+  (`epath.Path('gs://b/x').resolve()` would prepend the working directory.)
+  """
+  return path if '://' in str(path) else path.resolve()
+
+
 def create_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
-  """An orbax manager for `workdir/checkpoints` keeping the last `keep` checkpoints."""
+  """An orbax manager for `workdir/checkpoints` keeping the last `keep` checkpoints.
+
+  Every process creates it and calls `save`/`restore` (collective); orbax has each
+  process write its own shards and process 0 the metadata, and renames the step folder
+  once all are done. `workdir` may be local or `gs://`.
+  """
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options)
+  return ocp.CheckpointManager(_absolute(epath.Path(workdir) / 'checkpoints'),
+                               options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -94,13 +108,21 @@ def restore(manager: ocp.CheckpointManager, state_like: Any,
 
 
 def restore_raw(directory: epath.Path, step: Optional[int] = None) -> Dict:
-  """Restores a run checkpoint as plain nested dicts (no target structure)."""
-  mngr = ocp.CheckpointManager(epath.Path(directory) / 'checkpoints',
-                               options=ocp.CheckpointManagerOptions(create=False))
+  """Restores a run checkpoint as plain nested dicts of numpy arrays (no target).
+
+  Works on any device count and process count (the arrays are not placed on devices),
+  so a checkpoint of a pod run can be read on a laptop.
+  """
+  mngr = ocp.CheckpointManager(_absolute(epath.Path(directory) / 'checkpoints'),
+                               options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {directory}/checkpoints.')
-  return mngr.restore(step, args=ocp.args.StandardRestore())
+  meta = mngr.item_metadata(step)
+  target = jax.tree_util.tree_map(lambda m: np.empty(m.shape, m.dtype),
+                                  getattr(meta, 'tree', meta))
+  return mngr.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def save_pretrained(out_dir: str, net: str, net_kwargs: Dict, variables: Dict) -> str:
@@ -111,7 +133,7 @@ def save_pretrained(out_dir: str, net: str, net_kwargs: Dict, variables: Dict) -
                           'was written).')
   out.mkdir(parents=True, exist_ok=True)
   ckptr = ocp.StandardCheckpointer()
-  ckptr.save((out / 'variables').resolve(), jax.tree_util.tree_map(np.asarray, variables))
+  ckptr.save(_absolute(out / 'variables'), jax.tree_util.tree_map(np.asarray, variables))
   ckptr.wait_until_finished()
   (out / 'net.json').write_text(json.dumps({'net': net, 'kwargs': net_kwargs}, indent=2))
   return str(out)
@@ -126,7 +148,7 @@ def load_pretrained(path: str, module, name: str) -> Dict:
     if meta['net'] != name:
       raise ValueError(f'{path} holds a {meta["net"]} ({meta["kwargs"]}), but the config '
                        f'asks for a {name}.')
-    v = ocp.StandardCheckpointer().restore((p / 'variables').resolve())
+    v = ocp.StandardCheckpointer().restore(_absolute(p / 'variables'))
     what = f'Pretrained weights {path}'
   elif epath.Path(str(path) + '.index').exists():
     _, v = convert.from_tf_checkpoint(str(path), name, **convert.net_kwargs(module))

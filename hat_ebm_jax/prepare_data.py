@@ -21,6 +21,7 @@ from typing import Optional
 
 from absl import app
 from absl import flags
+from etils import epath
 import tensorflow_datasets as tfds
 
 from hat_ebm_jax import input_pipeline
@@ -46,7 +47,7 @@ def check_manual_files(dataset: str, manual_dir: Optional[str],
     raise input_pipeline.DatasetNotFoundError(
         f'{dataset} cannot be downloaded automatically: pass --manual_dir=DIR with the '
         f'manual files.\n{how}')
-  missing = [f for f in needed if not os.path.exists(os.path.join(manual_dir, f))]
+  missing = [f for f in needed if not (epath.Path(manual_dir) / f).exists()]  # gs:// ok
   if missing:
     raise input_pipeline.DatasetNotFoundError(
         f'--manual_dir={manual_dir} lacks {", ".join(missing)} for {dataset}.\n'

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                'pt_inception-2015-12-05-6726825d.pth')
@@ -271,9 +272,9 @@ def load_fid_inception(weights_path: str) -> Tuple[FIDInception, Dict[str, Any]]
   Raises FileNotFoundError (with where to get and how to convert the weights) when the
   file is missing, and ValueError listing the mismatches when it does not fit the net.
   """
-  if not weights_path or not os.path.isfile(weights_path):
+  if not weights_path or not epath.Path(weights_path).is_file():  # local or gs://
     raise FileNotFoundError(_missing_message(weights_path))
-  with np.load(weights_path) as f:
+  with epath.Path(weights_path).open('rb') as fh, np.load(fh) as f:
     flat = {k: np.asarray(f[k], np.float32) for k in f.files}
   module = FIDInception()
   check_shapes(flat, variable_shapes(module))
