@@ -130,6 +130,12 @@ def net_kwargs(module: nn.Module) -> Dict:
     kw.update(ngf=module.ngf, out_factor=module.out_factor, latent_size=module.latent_size)
   elif isinstance(module, nets.Encoder):
     kw.update(ngf=module.ngf)
+  elif isinstance(module, nets.MLPGenerator):
+    kw.update(ngf=module.hidden, depth=module.depth, nz=module.nz, dim=module.dim,
+              out_factor=module.out_factor)
+  elif isinstance(module, nets.MLPEnergy):
+    kw.update(ngf=module.hidden, depth=module.depth, dim=module.dim,
+              input_scale=module.input_scale)
   return kw
 
 

@@ -30,10 +30,13 @@ def _png_bytes_image(grid: np.ndarray) -> bytes:
 
 
 def _png_bytes_scatter(points: np.ndarray, title: str) -> bytes:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+  # A bare Figure with the Agg canvas: no pyplot, so the process's matplotlib backend
+  # (e.g. a notebook's inline backend) is left alone and no figure stays open.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(4, 4), dpi=80)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
   ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
   ax.set_xlim(-5, 5)
   ax.set_ylim(-5, 5)
@@ -41,7 +44,6 @@ def _png_bytes_scatter(points: np.ndarray, title: str) -> bytes:
   ax.set_title(title)
   buf = io.BytesIO()
   fig.savefig(buf, format='png', bbox_inches='tight')
-  plt.close(fig)
   return buf.getvalue()
 
 

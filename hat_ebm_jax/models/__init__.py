@@ -55,8 +55,8 @@ _FACTORIES: Dict[str, Callable[..., nn.Module]] = {
                                latent_size=latent_size, dtype=dtype),
     'inf_encoder32': lambda ngf, nch=3, dtype=jnp.float32: Encoder(
         ngf=ngf, nch=nch, dtype=dtype),
-    'ebm_toy': lambda ngf=128, dim=2, depth=3, dtype=jnp.float32: MLPEnergy(
-        hidden=ngf, depth=depth, dim=dim, dtype=dtype),
+    'ebm_toy': lambda ngf=128, dim=2, depth=3, input_scale=4.0, dtype=jnp.float32:
+    MLPEnergy(hidden=ngf, depth=depth, dim=dim, input_scale=input_scale, dtype=dtype),
     'gen_toy': lambda ngf=128, nz=2, dim=2, depth=3, out_factor=1.0,
     dtype=jnp.float32: MLPGenerator(hidden=ngf, depth=depth, nz=nz, dim=dim,
                                     out_factor=out_factor, dtype=dtype),
