@@ -83,6 +83,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_plot_samples = 64  # new
   c.num_final_samples = 256  # new: samples written to samples/final.npz
   c.final_metrics = False  # new: compute digits_fd / MMD at the end of training
+  # --- evaluation (mode 'evaluate': evaluate.py, SPEC §7)
+  c.eval_model_mode = ''  # new: nets of synthesis | joint ('' = from the run's config.json)
+  c.eval_ckpt_dir = ''  # new: training workdir to evaluate ('' = --workdir itself)
+  c.eval_ckpt_step = ml_collections.config_dict.placeholder(int)  # new: None = latest
+  c.ebm_weights = ''  # new: imported EBM (TF prefix or convert dir), with gen_weights
+  c.eval_name = ''  # new: WORKDIR/eval/<eval_name> ('' = <exp_name>_<weights>_step_seed)
+  c.eval_seed = 0  # new: seed of the latents, Langevin noise and derived OOD sets
+  c.num_eval_samples = 49920  # new: 520 x 96 = SPEC §7; fewer is a labelled proxy; 0: none
+  c.eval_batch_size = 96  # new: global sampling batch, split over all devices
+  c.num_saved_samples = 1000  # new: samples of each kind kept in samples.npz (-1 = all)
+  c.fid_weights = ''  # new: FID Inception .npz (python -m hat_ebm_jax.fid.convert_weights)
+  c.fid_stats = ''  # new: reference (mu, sigma) .npz; '' = from config.split, cached
+  c.ood_datasets = ''  # new: e.g. 'noise,shuffled,inverted' or another image dataset
+  c.ood_split = 'test'  # new: in-distribution split the OOD sets are compared with
+  c.num_ood_samples = 1000  # new: images per OOD set, at most
   return c
 
 
