@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 KERNEL_INIT = nn.initializers.glorot_uniform()
 BN_EPSILON = 1e-3
@@ -22,6 +23,37 @@ def conv(features: int, kernel: int, name: str, dtype: Any = jnp.float32) -> nn.
       padding='SAME' if kernel > 1 else 'VALID',
       kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros,
       dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def pooled_kernel(kernel: jax.Array) -> jax.Array:
+  """The 4x4 kernel `K` with `conv_s2(x, K) = avg_pool2(conv_same(x, kernel))`.
+
+  `K[e] = (1/4) sum_{a, b in {0, 1}} kernel[e - (a, b)]` (zero outside 3x3): the 3x3
+  kernel convolved with the 2x2 box. [3, 3, in, out] -> [4, 4, in, out].
+  """
+  k = sum(jnp.pad(kernel, ((a, 1 - a), (b, 1 - b), (0, 0), (0, 0)))
+          for a in (0, 1) for b in (0, 1))
+  return 0.25 * k
+
+
+class PooledConv(nn.Module):
+  """A 3x3 `SAME` conv followed by 2x2 average pooling, computed as one 4x4 conv with
+  stride 2 (padding 1). Same parameters as `conv(features, 3, name)` (`kernel`
+  `[3, 3, in, out]`, `bias`) and, up to float rounding, the same output, with 4/9 of the
+  multiply-adds. [B, H, W, in] -> [B, H/2, W/2, out].
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', KERNEL_INIT, (3, 3, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    x, k4, bias = promote_dtype(x, pooled_kernel(kernel), bias, dtype=self.dtype)
+    y = jax.lax.conv_general_dilated(x, k4, (2, 2), ((1, 1), (1, 1)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + bias
 
 
 def dense(features: int, name: str, use_bias: bool = True,

@@ -33,23 +33,26 @@ class EBMBlock(nn.Module):
   down: bool = False
   stem: bool = False
   dtype: Any = jnp.float32
+  input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
 
   @nn.compact
   def __call__(self, x):
+    in_dtype = self.input_dtype or self.dtype
     h = x if self.stem else nn.relu(x)
-    h = layers.conv(self.features, 3, 'conv_1', self.dtype)(h)
-    h = layers.conv(self.features, 3, 'conv_2', self.dtype)(nn.relu(h))
-    if self.down:
-      h = layers.avg_pool2(h)
+    h = layers.conv(self.features, 3, 'conv_1', in_dtype)(h)
+    if self.down:  # conv3 then pool, as one 4x4 stride-2 conv (4/9 of the work)
+      h = layers.PooledConv(self.features, self.dtype, name='conv_2')(nn.relu(h))
+    else:
+      h = layers.conv(self.features, 3, 'conv_2', self.dtype)(nn.relu(h))
     sc = x
     needs_sc = x.shape[-1] != self.features or self.down
-    if self.stem and self.down:
+    # Pooling commutes with a 1x1 conv, so pool first (the original pools after the
+    # 1x1 conv except in the stem; the result is the same up to rounding).
+    if self.down:
       sc = layers.avg_pool2(sc)
     if needs_sc:
-      sc = layers.conv(self.features, 1, 'sc', self.dtype)(sc)
-    if self.down and not self.stem:
-      sc = layers.avg_pool2(sc)
-    return h + sc
+      sc = layers.conv(self.features, 1, 'sc', in_dtype)(sc)
+    return h + sc.astype(h.dtype)
 
 
 class GenBlock(nn.Module):
@@ -62,21 +65,27 @@ class GenBlock(nn.Module):
   up: bool = False
   stem: bool = False
   dtype: Any = jnp.float32
+  input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
 
   @nn.compact
   def __call__(self, x):
+    in_dtype = self.input_dtype or self.dtype
     h = x
     if not self.stem:
-      h = nn.relu(layers.batch_norm('bn_1', self.dtype)(h))
+      h = nn.relu(layers.batch_norm('bn_1', in_dtype)(h))
     if self.up:
       h = layers.upsample2x(h)
-    h = layers.conv(self.features, 3, 'conv_1', self.dtype)(h)
+    h = layers.conv(self.features, 3, 'conv_1', in_dtype)(h)
     h = nn.relu(layers.batch_norm('bn_2', self.dtype)(h))
     h = layers.conv(self.features, 3, 'conv_2', self.dtype)(h)
-    sc = layers.upsample2x(x) if self.up else x
+    # The bilinear upsample is linear with weights summing to 1, so it commutes with a
+    # 1x1 conv (bias included): run the 1x1 conv at the low resolution (1/4 of the work).
+    sc = x
     if x.shape[-1] != self.features or self.up:
-      sc = layers.conv(self.features, 1, 'sc', self.dtype)(sc)
-    return h + sc
+      sc = layers.conv(self.features, 1, 'sc', in_dtype)(sc)
+    if self.up:
+      sc = layers.upsample2x(sc)
+    return h + sc.astype(h.dtype)
 
 
 class EBM(nn.Module):
@@ -95,13 +104,15 @@ class EBM(nn.Module):
   def __call__(self, x):
     n_down = 1 + sum(self.downs)
     _check_images(x, self.nch, 2 ** n_down, self.net_name)
-    x = x.astype(self.dtype)
-    h = EBMBlock(self.widths[0], down=True, stem=True, dtype=self.dtype, name='conv_1')(x)
+    # Mixed precision (`dtype` bfloat16): the layers reading the image and the final
+    # average and dense stay float32 (they are cheap); the rest computes in `dtype`.
+    h = EBMBlock(self.widths[0], down=True, stem=True, dtype=self.dtype,
+                 input_dtype=jnp.float32, name='conv_1')(x.astype(jnp.float32))
     for i, (w, d) in enumerate(zip(self.widths[1:], self.downs)):
       h = EBMBlock(w, down=d, dtype=self.dtype, name=f'block{i + 2}')(h)
-    h = jnp.mean(nn.relu(h), axis=(1, 2))
+    h = jnp.mean(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = layers.dense(1, f'lin_{len(self.widths) + 1}', use_bias=False,
-                       dtype=self.dtype)(h)
+                       dtype=jnp.float32)(h)
     return out.astype(jnp.float32)
 
 
@@ -125,14 +136,16 @@ class Generator(nn.Module):
     if z.ndim != 2 or z.shape[1] != self.nz:
       raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.nz}] '
                        f'(nz={self.nz}); got shape {tuple(z.shape)}.')
+    # Mixed precision (`dtype` bfloat16): the dense layer reading `z` and the output
+    # layers stay float32 (they are cheap); the up-blocks compute in `dtype`.
     h = layers.dense(self.bottom * self.bottom * self.ngf, 'lin_1',
-                     dtype=self.dtype)(z.astype(self.dtype))
+                     dtype=jnp.float32)(z.astype(jnp.float32))
     h = h.reshape(z.shape[0], self.ngf, self.bottom, self.bottom).transpose(0, 2, 3, 1)
     for i, w in enumerate(self.widths):
       h = GenBlock(w, up=True, dtype=self.dtype, name=f'block{i + 2}')(h)
     n = len(self.widths) + 2
-    h = nn.relu(layers.batch_norm(f'bn_{n}', self.dtype)(h))
-    h = layers.conv(self.nch, 3, f'conv_{n}', self.dtype)(h)
+    h = nn.relu(layers.batch_norm(f'bn_{n}', jnp.float32)(h.astype(jnp.float32)))
+    h = layers.conv(self.nch, 3, f'conv_{n}', jnp.float32)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -152,13 +165,14 @@ class Decoder(nn.Module):
     if z.ndim != 4 or z.shape[1:] != (self.latent_size, self.latent_size, 1):
       raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.latent_size},'
                        f' {self.latent_size}, 1]; got shape {tuple(z.shape)}.')
-    h = z.astype(self.dtype)
-    h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, name='block1')(h)
+    h = z.astype(jnp.float32)  # layers reading z and the output layers: float32
+    h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
+                 name='block1')(h)
     h = GenBlock(self.ngf, up=True, dtype=self.dtype, name='block2')(h)
     h = GenBlock(self.ngf, dtype=self.dtype, name='block3')(h)
     h = GenBlock(self.ngf, dtype=self.dtype, name='block4')(h)
-    h = nn.relu(layers.batch_norm('bn_5', self.dtype)(h))
-    h = layers.conv(self.nch, 3, 'conv_5', self.dtype)(h)
+    h = nn.relu(layers.batch_norm('bn_5', jnp.float32)(h.astype(jnp.float32)))
+    h = layers.conv(self.nch, 3, 'conv_5', jnp.float32)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -176,12 +190,13 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x):
     _check_images(x, self.nch, 2, self.net_name)
-    h = x.astype(self.dtype)
-    h = EBMBlock(self.ngf, down=False, stem=True, dtype=self.dtype, name='block1')(h)
+    h = x.astype(jnp.float32)
+    h = EBMBlock(self.ngf, down=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
+                 name='block1')(h)
     h = EBMBlock(self.ngf, down=True, dtype=self.dtype, name='block2')(h)
     h = EBMBlock(self.ngf, dtype=self.dtype, name='block3')(h)
     h = EBMBlock(self.ngf, dtype=self.dtype, name='block4')(h)
-    z = layers.conv(1, 3, 'conv2latent', self.dtype)(nn.relu(h)).astype(jnp.float32)
+    z = layers.conv(1, 3, 'conv2latent', jnp.float32)(nn.relu(h).astype(jnp.float32))
     dim = z.shape[1] * z.shape[2] * z.shape[3]
     norm = jnp.sqrt(jnp.sum(z ** 2, axis=(1, 2, 3), keepdims=True))
     return z * jnp.sqrt(float(dim)) / (norm + 1e-6)
