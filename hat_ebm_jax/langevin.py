@@ -11,14 +11,29 @@ repeat mcmc_steps times:
   y   = y - (e^2 / 2) g_y  [+ e * N(0, I) if use_noise]
 ```
 
-The loop length is static. How it is laid out for the compiler is the `unroll` setting:
-XLA:CPU runs convolutions inside a while loop several times slower than straight-line
-code, so on CPU the steps are unrolled (in chunks for long samplers, to bound compile
-time); on GPU/TPU the whole loop is one `lax.scan` program. Every layout computes the
-same numbers: the per-step noise keys are drawn up front from `key`.
+The loop length is static. How it is laid out for the compiler is the `unroll` setting
+(`resolve_unroll`: steps per unrolled chunk) and where `sample` is called:
+
+* traced (inside the caller's jit, e.g. a training step): the steps are inlined, fully
+  unrolled, or as a `lax.scan` over unrolled chunks; `'auto'` unrolls up to 64 steps on
+  CPU (XLA:CPU runs convolutions inside a while loop several times slower than
+  straight-line code, jax#12868) and rolls the loop on GPU/TPU;
+* on concrete arrays: `sample` runs compiled programs itself, one for the whole sampler,
+  or on CPU when the sampler is longer than a chunk a Python loop over one compiled chunk
+  of unrolled steps (no while loop, and compile time bounded by the chunk). Networks
+  passed as `jax.tree_util.Partial(module.apply, variables)` (`nets`) are arguments of
+  those programs, so they compile once per module and shape.
+
+Every layout computes the same numbers: the per-step noise keys are drawn up front from
+`key`. The work per step is the minimum the algorithm needs: synthesis computes `G(z)`
+once; sequential joint sampling runs one `G` forward (kept for its backward pass through
+`jax.vjp`) and one `G` backward per step, the forward shared by a step's residual gradient
+and the next step's latent gradient (see `_unit`). Energies are differentiated unscaled
+and divided by `T` in float32, so bfloat16 networks never see the `1/T` cotangent.
 """
 
-from typing import Any, Callable, Mapping, Optional, Union
+import functools
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import flax
 import jax
@@ -98,8 +113,11 @@ def resolve_unroll(unroll: Union[str, int, bool], steps: int,
   """Steps per unrolled chunk: `steps` (or more) means one straight-line program.
 
   `'auto'`: CPU unrolls fully up to 64 steps and in chunks of 25 beyond; GPU/TPU use a
-  rolled loop (1). An int `k >= 1` is used as given; `True` or 0 mean full unroll.
+  rolled loop (1). An int `k >= 1` is used as given (also as a string of digits, as
+  `--config.mcmc_unroll=25` gives it); `True` or 0 mean full unroll.
   """
+  if isinstance(unroll, str) and unroll.isdigit():
+    unroll = int(unroll)
   if unroll == 'auto':
     backend = backend or jax.default_backend()
     if backend == 'cpu':
@@ -123,8 +141,274 @@ def _clip_per_sample(g: Array, max_norm: float) -> Array:
   return g * (max_norm / jnp.maximum(norm, max_norm))
 
 
-def _energy_sum(ebm_apply: Callable[[Array], Array], x: Array, temp: float) -> Array:
-  return jnp.sum(ebm_apply(x)) / temp
+class _Settings(NamedTuple):
+  """The sampler settings as a hashable tuple (a static argument of the jitted pieces)."""
+  steps: int
+  temp: float
+  eps: float
+  update_latents: bool
+  use_noise: bool
+  tau_res: float
+  clip: Optional[float]  # per-sample bound on ||g_y|| (max_langevin_norm_res / (e^2/2))
+  eps_z: float
+  simultaneous: bool
+
+  @property
+  def rotated(self) -> bool:
+    """Sequential joint sampling runs as a rotated loop (see `_unit`)."""
+    return self.update_latents and not self.simultaneous
+
+  @property
+  def num_units(self) -> int:
+    """Loop bodies between `_start` and `_finish`."""
+    return max(self.steps - 1, 0) if self.rotated else self.steps
+
+
+def _resolve(config: Any, unroll) -> Tuple['_Settings', int]:
+  """Checked settings and the chunk size (`unroll` overrides `config.mcmc_unroll`)."""
+  s = sampler_settings(config)
+  st = _settings(s)
+  return st, resolve_unroll(s['mcmc_unroll'] if unroll is None else unroll, st.steps)
+
+
+def _settings(s: dict) -> _Settings:
+  step_y = float(s['epsilon']) ** 2 / 2
+  update_latents = bool(s['update_latents'])
+  return _Settings(
+      steps=s['mcmc_steps'], temp=float(s['mcmc_temp']), eps=float(s['epsilon']),
+      update_latents=update_latents, use_noise=bool(s['use_noise']),
+      tau_res=float(s['tau_res']),
+      clip=(float(s['max_langevin_norm_res']) / step_y
+            if s['clip_langevin_grad_res'] else None),
+      eps_z=float(s['epsilon_latent']) if update_latents else 0.0,
+      simultaneous=update_latents and s['mcmc_update'] == 'simultaneous')
+
+
+# --- one Langevin step, in pieces ----------------------------------------------------------
+# Every piece is pure. The energy is differentiated unscaled and the gradient divided by T
+# afterwards in float32: the same numbers as d/dx (sum H / T), but a bfloat16/float16
+# network never sees the 1/T (1e8) cotangent.
+
+def _grad_energy(ebm, x: Array) -> Array:
+  """d/dx sum_batch H(x) (not yet divided by T)."""
+  return jax.grad(lambda xx: jnp.sum(ebm(xx)))(x)
+
+
+def _move_y(st: _Settings, y: Array, g_energy: Array, key: Array):
+  """Residual step from the unscaled energy gradient: returns (y_new, record)."""
+  step = st.eps ** 2 / 2
+  g = g_energy / st.temp
+  if st.tau_res:
+    g = g + 2.0 * st.tau_res * y
+  if st.clip is not None:
+    g = _clip_per_sample(g, st.clip)
+  y_new = y - step * g
+  if st.use_noise:
+    y_new = y_new + st.eps * jax.random.normal(key, y.shape, y.dtype)
+  return y_new, step * jnp.mean(_per_sample_norm(g))
+
+
+def _move_z(st: _Settings, z: Array, g_energy: Array, key: Array):
+  """Latent step from the unscaled energy gradient: returns (z_new, record)."""
+  step = st.eps_z ** 2 / 2
+  g = g_energy / st.temp
+  z_new = z - step * g
+  if st.use_noise:
+    z_new = z_new + st.eps_z * jax.random.normal(key, z.shape, z.dtype)
+  return z_new, step * jnp.mean(_per_sample_norm(g))
+
+
+def _step_keys(key: Array):
+  """Step key -> (key of the latent noise, key of the residual noise)."""
+  kz, ky = jax.random.split(key)
+  return kz, ky
+
+
+# The loop is `_start`, `num_units` calls of `_unit`, then `_finish`. The carry is
+# `(z, y, sum of latent records, sum of residual records)`; `const` is `G(z)` when z is
+# fixed (computed once) and None otherwise.
+#
+# Sequential joint sampling (the paper's) is rotated so that one generator forward pass
+# serves both gradients that need G at the same latents: step k's residual gradient at
+# (z_{k+1}, y_k) and step k+1's latent gradient at (z_{k+1}, y_{k+1}) share the
+# activations of G(z_{k+1}) (through `jax.vjp`). `_start` is step 0's latent move, unit
+# `i` (1 <= i < steps) is step i-1's residual move then step i's latent move, `_finish`
+# step (steps-1)'s residual move. Per step: one G forward, one G backward, two H
+# gradients (instead of two G forwards).
+#
+# Unit `i` reads the step keys `keys[i - 1], keys[i]` when rotated, `keys[i]` otherwise
+# (`_key_offset` = 1 or 0 keys before it).
+
+def _key_offset(st: _Settings) -> int:
+  return 1 if st.rotated else 0
+
+
+def _start(st: _Settings, ebm, gen, z: Array, y: Array, keys: Array):
+  """-> (carry, const, images_init). `keys`: the whole `[steps, 2]` key array."""
+  zero = jnp.zeros((), jnp.float32)
+  if not st.update_latents:
+    x_gen = gen(z)
+    return (z, y, zero, zero), x_gen, x_gen + y
+  if st.rotated and st.steps > 0:
+    x_gen, pullback = jax.vjp(gen, z)
+    g_z, = pullback(_grad_energy(ebm, x_gen + y))
+    z_new, rec_z = _move_z(st, z, g_z, _step_keys(keys[0])[0])
+    return (z_new, y, rec_z, zero), None, x_gen + y
+  return (z, y, zero, zero), None, gen(z) + y
+
+
+def _unit(st: _Settings, ebm, gen, carry, const, unit_keys: Array):
+  """One loop body; `unit_keys` holds `1 + _key_offset(st)` step keys."""
+  z, y, sum_z, sum_y = carry
+  if not st.update_latents:  # synthesis: G(z) is `const`
+    y, rec_y = _move_y(st, y, _grad_energy(ebm, const + y), _step_keys(unit_keys[0])[1])
+    return (z, y, sum_z, sum_y + rec_y)
+  if st.simultaneous:  # both gradients at the current (z, y): one backward pass
+    kz, ky = _step_keys(unit_keys[0])
+    x_gen, pullback = jax.vjp(gen, z)
+    g_x = _grad_energy(ebm, x_gen + y)
+    g_z, = pullback(g_x)
+    z, rec_z = _move_z(st, z, g_z, kz)
+    y, rec_y = _move_y(st, y, g_x, ky)
+    return (z, y, sum_z + rec_z, sum_y + rec_y)
+  # Rotated sequential: residual move of the previous step, latent move of this one.
+  x_gen, pullback = jax.vjp(gen, z)
+  y, rec_y = _move_y(st, y, _grad_energy(ebm, x_gen + y), _step_keys(unit_keys[0])[1])
+  g_z, = pullback(_grad_energy(ebm, x_gen + y))
+  z, rec_z = _move_z(st, z, g_z, _step_keys(unit_keys[1])[0])
+  return (z, y, sum_z + rec_z, sum_y + rec_y)
+
+
+def _finish(st: _Settings, ebm, gen, carry, const, images_init, keys: Array):
+  """-> LangevinResult. `keys`: the whole key array."""
+  z, y, sum_z, sum_y = carry
+  if not st.update_latents:
+    x_gen = const
+  elif st.rotated and st.steps > 0:  # the last residual move
+    x_gen = gen(z)
+    y, rec_y = _move_y(st, y, _grad_energy(ebm, x_gen + y),
+                       _step_keys(keys[st.steps - 1])[1])
+    sum_y = sum_y + rec_y
+  else:
+    x_gen = gen(z)
+  denom = float(max(st.steps, 1))
+  return LangevinResult(z=z, y=y, images=x_gen + y, images_init=images_init,
+                        grad_norm_latent=sum_z / denom, grad_norm_res=sum_y / denom)
+
+
+def _units(st: _Settings, ebm, gen, carry, const, chunk_keys: Array, n: int):
+  """`n` units unrolled; unit j reads `chunk_keys[j : j + 1 + offset]`."""
+  width = 1 + _key_offset(st)
+  for j in range(n):
+    carry = _unit(st, ebm, gen, carry, const, chunk_keys[j:j + width])
+  return carry
+
+
+def _unit_keys(st: _Settings, keys: Array, first: int, n: int) -> Array:
+  """The step keys units `first .. first + n - 1` read (a static slice)."""
+  lo = first - _key_offset(st)
+  return keys[lo:first + n]
+
+
+def _first_unit(st: _Settings) -> int:
+  return 1 if st.rotated else 0
+
+
+def _sample_inline(st: _Settings, chunk: int, ebm, gen, z, y, key) -> LangevinResult:
+  """The whole sampler as traced code: unrolled, or a scan over unrolled chunks."""
+  keys = jax.random.split(key, max(st.steps, 1))
+  carry, const, images_init = _start(st, ebm, gen, z, y, keys)
+  n, first = st.num_units, _first_unit(st)
+  n_chunks = n // chunk
+  done = 0
+  if n_chunks > 1:
+    off = _key_offset(st)
+    starts = first + chunk * jnp.arange(n_chunks)
+    idx = starts[:, None] - off + jnp.arange(chunk + off)[None, :]
+
+    def body(c, chunk_keys):
+      return _units(st, ebm, gen, c, const, chunk_keys, chunk), None
+
+    carry, _ = jax.lax.scan(body, carry, keys[idx])
+    done = n_chunks * chunk
+  carry = _units(st, ebm, gen, carry, const,
+                 _unit_keys(st, keys, first + done, n - done), n - done)
+  return _finish(st, ebm, gen, carry, const, images_init, keys)
+
+
+# --- concrete inputs: jitted programs ---------------------------------------------------------
+# Networks given as `jax.tree_util.Partial(module.apply, variables)` are pytrees: their
+# variables are arguments of the compiled programs (not constants), so one compilation
+# serves every call with the same module and shapes. Other callables are static
+# arguments (compiled once per callable object).
+
+def _split_net(f):
+  """-> (dynamic part, static part): a `Partial` is passed as a pytree argument."""
+  if isinstance(f, jax.tree_util.Partial):
+    return f, None
+  return None, f
+
+
+def _net(dyn, static):
+  return dyn if static is None else static
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _jit_whole(st, chunk, ebm_s, gen_s, ebm_d, gen_d, z, y, key):
+  return _sample_inline(st, chunk, _net(ebm_d, ebm_s), _net(gen_d, gen_s), z, y, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jit_start(st, ebm_s, gen_s, ebm_d, gen_d, z, y, key):
+  keys = jax.random.split(key, max(st.steps, 1))
+  carry, const, images_init = _start(st, _net(ebm_d, ebm_s), _net(gen_d, gen_s), z, y,
+                                     keys)
+  return keys, carry, const, images_init
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _jit_units(st, n, ebm_s, gen_s, ebm_d, gen_d, carry, const, chunk_keys):
+  return _units(st, _net(ebm_d, ebm_s), _net(gen_d, gen_s), carry, const, chunk_keys, n)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jit_finish(st, ebm_s, gen_s, ebm_d, gen_d, carry, const, images_init, keys):
+  return _finish(st, _net(ebm_d, ebm_s), _net(gen_d, gen_s), carry, const, images_init,
+                 keys)
+
+
+def _host_loop_plan(st: _Settings, chunk: int):
+  """[(first unit, units)] of the host loop: chunks of `chunk`, then single units."""
+  plan, i, end = [], _first_unit(st), _first_unit(st) + st.num_units
+  while i < end:
+    n = chunk if end - i >= chunk else 1
+    plan.append((i, n))
+    i += n
+  return plan
+
+
+def _sample_host_loop(st: _Settings, chunk: int, ebm, gen, z, y, key) -> LangevinResult:
+  """A Python loop over a jitted program of `chunk` unrolled units (plus one program of
+  a single unit for the remainder). XLA:CPU runs convolutions inside a while loop several
+  times slower than straight-line code (jax#12868), and one straight-line program of
+  hundreds of steps takes minutes to compile; this costs neither."""
+  (ebm_d, ebm_s), (gen_d, gen_s) = _split_net(ebm), _split_net(gen)
+  keys, carry, const, images_init = _jit_start(st, ebm_s, gen_s, ebm_d, gen_d, z, y, key)
+  for i, n in _host_loop_plan(st, chunk):
+    carry = _jit_units(st, n, ebm_s, gen_s, ebm_d, gen_d, carry, const,
+                       _unit_keys(st, keys, i, n))
+  return _jit_finish(st, ebm_s, gen_s, ebm_d, gen_d, carry, const, images_init, keys)
+
+
+def _under_trace(*trees) -> bool:
+  """True inside a jax transformation (jit, grad, vmap, ...) or if any leaf is a tracer."""
+  if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees)):
+    return True
+  try:
+    from jax._src import core  # pylint: disable=g-import-not-at-top
+    return not core.trace_state_clean()
+  except (ImportError, AttributeError):  # pragma: no cover (a future jax without it)
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
 def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Array],
@@ -135,96 +419,82 @@ def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Arr
   Args:
     ebm_apply: `x [B, H, W, C] -> energies [B] or [B, 1]` (the hat network `H`).
     gen_apply: `z -> images [B, H, W, C]` (the generator `G`).
+      Pass networks as `jax.tree_util.Partial(module.apply, variables)` (see `nets`)
+      so that the variables are arguments of the compiled programs: then calls with
+      concrete arrays compile once per module and shape. Any other callable works too
+      (it is then compiled once per callable object).
     z: latents `[B, ...]`; y: residual images `[B, H, W, C]`.
     key: PRNG key for the Langevin noise (unused when `use_noise=False`).
     config: dict or ConfigDict with the keys of `sampler_settings`.
     unroll: overrides `config.mcmc_unroll` (see `resolve_unroll`).
   Returns:
     A `LangevinResult`.
-  """
-  s = sampler_settings(config)
-  steps = s['mcmc_steps']
-  temp = float(s['mcmc_temp'])
-  eps = float(s['epsilon'])
-  step_y = eps ** 2 / 2
-  update_latents = bool(s['update_latents'])
-  use_noise = bool(s['use_noise'])
-  tau_res = float(s['tau_res'])
-  clip = s['max_langevin_norm_res'] / step_y if s['clip_langevin_grad_res'] else None
-  eps_z = float(s['epsilon_latent']) if update_latents else 0.0
-  step_z = eps_z ** 2 / 2
-  simultaneous = s['mcmc_update'] == 'simultaneous'
-  chunk = resolve_unroll(s['mcmc_unroll'] if unroll is None else unroll, steps)
 
+  Called inside a transformation (e.g. a jitted training step) it is traced inline:
+  unrolled, or a scan over unrolled chunks. Called with concrete arrays it runs compiled
+  programs itself: one program for the whole sampler, except on CPU when the sampler is
+  longer than a chunk, where a Python loop drives a compiled chunk of unrolled steps.
+  Every layout computes the same numbers (the per-step noise keys are drawn up front).
+  """
+  st, chunk = _resolve(config, unroll)
   z = jnp.asarray(z, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
-  x_gen0 = gen_apply(z)
-  images_init = x_gen0 + y
-  # In synthesis z never moves, so G(z) is computed once.
-  x_gen_fixed = None if update_latents else x_gen0
+  if _under_trace(ebm_apply, gen_apply, z, y, key):
+    return _sample_inline(st, chunk, ebm_apply, gen_apply, z, y, key)
+  if _use_host_loop(st, chunk):
+    return _sample_host_loop(st, chunk, ebm_apply, gen_apply, z, y, key)
+  (ebm_d, ebm_s), (gen_d, gen_s) = _split_net(ebm_apply), _split_net(gen_apply)
+  return _jit_whole(st, chunk, ebm_s, gen_s, ebm_d, gen_d, z, y, key)
 
-  def grad_y(x_gen, y):
-    g = jax.grad(lambda yy: _energy_sum(ebm_apply, x_gen + yy, temp))(y)
-    if tau_res:
-      g = g + 2.0 * tau_res * y
-    return g
 
-  def move_y(y, g, k):
-    if clip is not None:
-      g = _clip_per_sample(g, clip)
-    y_new = y - step_y * g
-    if use_noise:
-      y_new = y_new + eps * jax.random.normal(k, y.shape, y.dtype)
-    return y_new, step_y * jnp.mean(_per_sample_norm(g))
+def _use_host_loop(st: _Settings, chunk: int, backend: Optional[str] = None) -> bool:
+  return (backend or jax.default_backend()) == 'cpu' and chunk < st.num_units
 
-  def move_z(z, g, k):
-    z_new = z - step_z * g
-    if use_noise:
-      z_new = z_new + eps_z * jax.random.normal(k, z.shape, z.dtype)
-    return z_new, step_z * jnp.mean(_per_sample_norm(g))
 
-  def one_step(carry, step_key):
-    z, y, sum_z, sum_y = carry
-    kz, ky = jax.random.split(step_key)
-    if not update_latents:
-      x_gen = x_gen_fixed
-    elif simultaneous:
-      # One backward pass gives both gradients at the current (z, y).
-      def joint_energy(zz, yy):
-        return _energy_sum(ebm_apply, gen_apply(zz) + yy, temp)
-      g_z, g_y_e = jax.grad(joint_energy, argnums=(0, 1))(z, y)
-      z, rec_z = move_z(z, g_z, kz)
-      g_y = g_y_e + 2.0 * tau_res * y if tau_res else g_y_e
-      y, rec_y = move_y(y, g_y, ky)
-      return (z, y, sum_z + rec_z, sum_y + rec_y), None
-    else:
-      g_z = jax.grad(lambda zz: _energy_sum(ebm_apply, gen_apply(zz) + y, temp))(z)
-      z, rec_z = move_z(z, g_z, kz)
-      sum_z = sum_z + rec_z
-      x_gen = gen_apply(z)
-    y, rec_y = move_y(y, grad_y(x_gen, y), ky)
-    return (z, y, sum_z, sum_y + rec_y), None
+def runs_on_host(config: Any, unroll: Union[str, int, bool, None] = None,
+                 backend: Optional[str] = None) -> bool:
+  """Whether `sample` on concrete arrays drives the steps from a Python loop (CPU, and a
+  sampler longer than one chunk). Traced inside a caller's jit the same sampler would
+  be a while loop, several times slower on CPU: such a caller should run `sample`
+  outside its jit (train.py does, with the modes' `langevin_step`)."""
+  st, chunk = _resolve(config, unroll)
+  return _use_host_loop(st, chunk, backend)
 
-  keys = jax.random.split(key, max(steps, 1))
-  zero = jnp.zeros((), jnp.float32)
-  carry = (z, y, zero, zero)
-  n_chunks, rest = divmod(steps, chunk)
-  if n_chunks > 1:
-    def chunk_body(c, chunk_keys):
-      for i in range(chunk):
-        c, _ = one_step(c, chunk_keys[i])
-      return c, None
-    carry, _ = jax.lax.scan(
-        chunk_body, carry, keys[:n_chunks * chunk].reshape((n_chunks, chunk) +
-                                                           keys.shape[1:]))
-    done = n_chunks * chunk
-  else:
-    done = 0
-  for i in range(done, steps):
-    carry, _ = one_step(carry, keys[i])
-  z, y, sum_z, sum_y = carry
-  x_final = x_gen_fixed if x_gen_fixed is not None else gen_apply(z)
-  denom = float(max(steps, 1))
-  return LangevinResult(
-      z=z, y=y, images=x_final + y, images_init=images_init,
-      grad_norm_latent=sum_z / denom, grad_norm_res=sum_y / denom)
+
+def lower(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Array],
+          z: Array, y: Array, key: Array, config: Any,
+          unroll: Union[str, int, bool, None] = None) -> List[Tuple[str, Any, int]]:
+  """The XLA programs `sample` runs for these concrete arguments, lowered, not compiled.
+
+  Returns `[(name, jax.stages.Lowered, calls per sample)]`: one program (`whole`), or on
+  CPU for long samplers the host loop's `start`, `chunk<k>` (and `unit` for the
+  remainder), `finish`. For compile-time and FLOP accounting (benchmarks/langevin.py):
+  `sum(calls * lowered.compile().cost_analysis()['flops'])` is one run's work.
+  """
+  st, chunk = _resolve(config, unroll)
+  z = jnp.asarray(z, jnp.float32)
+  y = jnp.asarray(y, jnp.float32)
+  (ebm_d, ebm_s), (gen_d, gen_s) = _split_net(ebm_apply), _split_net(gen_apply)
+  if not _use_host_loop(st, chunk):
+    return [('whole', _jit_whole.lower(st, chunk, ebm_s, gen_s, ebm_d, gen_d, z, y, key),
+             1)]
+  start = _jit_start.lower(st, ebm_s, gen_s, ebm_d, gen_d, z, y, key)
+  keys, carry, const, images_init = start.out_info
+  out = [('start', start, 1)]
+  counts = {}
+  for _, n in _host_loop_plan(st, chunk):
+    counts[n] = counts.get(n, 0) + 1
+  for n, calls in sorted(counts.items(), reverse=True):
+    width = n + _key_offset(st)
+    chunk_keys = jax.ShapeDtypeStruct((width,) + keys.shape[1:], keys.dtype)
+    out.append((f'chunk{n}' if n > 1 else 'unit',
+                _jit_units.lower(st, n, ebm_s, gen_s, ebm_d, gen_d, carry, const,
+                                 chunk_keys), calls))
+  out.append(('finish', _jit_finish.lower(st, ebm_s, gen_s, ebm_d, gen_d, carry, const,
+                                          images_init, keys), 1))
+  return out
+
+
+def nets(module: Any, variables: Any) -> jax.tree_util.Partial:
+  """`module.apply` bound to `variables` as a pytree, the form `sample` compiles best."""
+  return jax.tree_util.Partial(module.apply, variables)

@@ -15,7 +15,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import checkpointing, config_lib, input_pipeline, modes, sharding, visualize
+from hat_ebm_jax import (checkpointing, config_lib, input_pipeline, langevin, modes,
+                         sharding, visualize)
 
 
 class DivergenceError(RuntimeError):
@@ -97,9 +98,7 @@ def run(config, workdir: str) -> Dict[str, Any]:
                           if isinstance(v, (int, float, str, bool))})
 
   batch_sh = sharding.batch_sharded(mesh)
-  train_step = sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
-                            out_shardings=(state_sh, sharding.replicated(mesh)),
-                            donate_argnums=(0,))
+  train_step = make_train_step(mode, mesh, state_sh, batch_sh)
   data = input_pipeline.create_iterator(
       config, start_step=start, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -163,6 +162,29 @@ def run(config, workdir: str) -> Dict[str, Any]:
                           is_chief))
   writer.flush()
   return result
+
+
+def make_train_step(mode, mesh, state_sh, batch_sh):
+  """`(state, batch) -> (state, metrics)`: `mode.train_step` as one jitted program (the
+  state donated), except on CPU for samplers longer than a chunk
+  (`langevin.runs_on_host`, e.g. the 250 steps of refinement): inside one program those
+  would be a while loop, several times slower on XLA:CPU (or minutes to compile
+  unrolled), so the mode's `langevin_step` runs from the host as langevin's loop over
+  compiled chunks and only `update_step` is jitted. Same numbers either way.
+  """
+  out_sh = (state_sh, sharding.replicated(mesh))
+  if not (hasattr(mode, 'langevin_step') and langevin.runs_on_host(mode.sampler)):
+    return sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
+                        out_shardings=out_sh, donate_argnums=(0,))
+  update = sharding.jit(mode.update_step, mesh, in_shardings=(state_sh, batch_sh, None),
+                        out_shardings=out_sh, donate_argnums=(0,))
+
+  def train_step(state, batch):
+    with sharding.use_mesh(mesh):
+      r = mode.langevin_step(state, batch)
+    return update(state, batch, r)
+
+  return train_step
 
 
 def _evaluate(mode, config, state, state_sh, mesh) -> Dict[str, float]:

@@ -112,13 +112,13 @@ class HatEBMMode:
     """Per-sample shape of the data the EBM sees."""
     return models.input_shape(self.ebm, self.config.image_size)
 
+  # The nets as `Partial` pytrees: called on concrete arrays, `langevin.sample` then
+  # passes the variables to its compiled programs as arguments (compiled once).
   def ebm_apply_fn(self, state: TrainState, use_ema: bool = False) -> Callable:
-    v = variables(state, 'ebm', use_ema)
-    return lambda x: self.ebm.apply(v, x)
+    return langevin.nets(self.ebm, variables(state, 'ebm', use_ema))
 
   def gen_apply_fn(self, state: TrainState, use_ema: bool = False) -> Callable:
-    v = variables(state, 'gen', use_ema)
-    return lambda z: self.gen.apply(v, z)
+    return langevin.nets(self.gen, variables(state, 'gen', use_ema))
 
   def init_chains(self, key, n: int):
     """Langevin starting points: `z = s_z N(0, I)`, `y = s_y N(0, I)` (SPEC §4 step 1)."""
@@ -129,6 +129,20 @@ class HatEBMMode:
     y = (c.init_scale_res * jax.random.normal(ky, y_shape) if c.init_scale_res
          else jnp.zeros(y_shape, jnp.float32))
     return sharding.constrain_batch((z, y))  # chains split over devices
+
+  # A training step is `update_step(state, batch, langevin_step(state, batch))`: traced
+  # as one program, or on CPU for long samplers with the Langevin phase driven from the
+  # host (`langevin.runs_on_host`, train.py).
+  num_step_keys = 2  # keys a training step draws (`step_key`); the first is Langevin's
+
+  def langevin_step(self, state: TrainState, batch) -> langevin.LangevinResult:
+    """This training step's Langevin run (SPEC §4 steps 1-2), one chain per data row."""
+    return self.run_langevin(state, step_key(state, self.num_step_keys)[0],
+                             batch.shape[0])
+
+  def train_step(self, state: TrainState, batch):
+    """One training step on a data batch -> (state, metrics)."""
+    return self.update_step(state, batch, self.langevin_step(state, batch))
 
   def run_langevin(self, state: TrainState, key, n: int, use_ema: bool = False,
                sampler=None) -> langevin.LangevinResult:

@@ -6,7 +6,7 @@ Langevin moves both `z` and `y` under `p(y, z) ∝ exp(-H(G(z) + y))`; only the 
 import jax
 import jax.numpy as jnp
 
-from hat_ebm_jax import checkpointing, models
+from hat_ebm_jax import checkpointing, langevin, models
 from hat_ebm_jax.modes import base
 
 
@@ -26,11 +26,11 @@ class JointMode(base.HatEBMMode):
         frozen={'gen': gen_v}, opt_state={'ebm': self.ebm_tx.init(params['ebm'])},
         ema=jax.tree_util.tree_map(jnp.copy, params), bank={}, rng=k_run)
 
-  def train_step(self, state: base.TrainState, batch: jax.Array):
-    """One joint step on a data batch -> (state, metrics)."""
-    n = batch.shape[0]
-    k_lan, k_data = base.step_key(state, 2)
-    r = self.run_langevin(state, k_lan, n)
+  def update_step(self, state: base.TrainState, batch: jax.Array,
+                  r: langevin.LangevinResult):
+    """The EBM update of a joint step on a data batch, given this step's Langevin result
+    `r` (`langevin_step`) -> (state, metrics)."""
+    _, k_data = base.step_key(state, self.num_step_keys)
     samples = jax.lax.stop_gradient(r.images)
     ebm_p, ebm_o, ebm_e, metrics = self.ebm_update(state, batch, samples, k_data)
     metrics.update(**self.langevin_metrics(r))

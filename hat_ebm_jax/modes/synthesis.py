@@ -14,13 +14,14 @@ devices (the original kept one slice per replica instead).
 import jax
 import jax.numpy as jnp
 
-from hat_ebm_jax import losses, models, optim, sharding
+from hat_ebm_jax import langevin, losses, models, optim, sharding
 from hat_ebm_jax.modes import base
 
 
 class SynthesisMode(base.HatEBMMode):
   name = 'synthesis'
   trainable = ('ebm', 'gen')
+  num_step_keys = 3  # Langevin, data noise, bank indices
 
   def __init__(self, config):
     super().__init__(config)
@@ -48,12 +49,13 @@ class SynthesisMode(base.HatEBMMode):
         ema=jax.tree_util.tree_map(jnp.copy, params),
         bank={'z': z_bank, 'x': x_bank}, rng=k_run)
 
-  def train_step(self, state: base.TrainState, batch: jax.Array):
-    """One synthesis step on a data batch `[B, H, W, C]` -> (state, metrics)."""
+  def update_step(self, state: base.TrainState, batch: jax.Array,
+                  r: langevin.LangevinResult):
+    """The updates of a synthesis step on a data batch `[B, H, W, C]`, given this step's
+    Langevin result `r` (`langevin_step`) -> (state, metrics)."""
     c = self.config
     n = batch.shape[0]
-    k_lan, k_data, k_idx = base.step_key(state, 3)
-    r = self.run_langevin(state, k_lan, n)
+    _, k_data, k_idx = base.step_key(state, self.num_step_keys)
     samples = jax.lax.stop_gradient(r.images)
     ebm_p, ebm_o, ebm_e, metrics = self.ebm_update(state, batch, samples, k_data)
 

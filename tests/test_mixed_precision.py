@@ -1,0 +1,75 @@
+"""`config.dtype = 'bfloat16'`: networks compute in bfloat16 while parameters, optimizer
+states, the bank, the Langevin states and energies / T stay float32."""
+
+import collections
+import os
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hat_ebm_jax import checkpointing, config_lib, langevin, models, modes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _dtypes(tree):
+  return collections.Counter(str(x.dtype) for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize('mode', ['synthesis', 'joint'])
+def test_bfloat16_training_keeps_float32_state(mode):
+  """Checked abstractly: params, Adam moments, EMA, bank, frozen nets and Langevin
+  results are float32 before and after a training step."""
+  c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'tiny.py'))
+  c.dtype = 'bfloat16'
+  c.mode = mode
+  c.gen_weights = 'random'  # joint: replaced below, only shapes matter here
+  m = modes.create(c)
+  random_gen = lambda *args, **kwargs: models.init_variables(m.gen, jax.random.PRNGKey(0),
+                                                            c.image_size)
+  with mock.patch.object(checkpointing, 'load_pretrained', random_gen):
+    state = jax.eval_shape(m.init_state, jax.random.PRNGKey(0))
+  batch = jax.ShapeDtypeStruct((c.batch_size, c.image_size, c.image_size, c.nch),
+                               jnp.float32)
+  new, metrics = jax.eval_shape(m.train_step, state, batch)
+  for s in (state, new):
+    for field in ('params', 'opt_state', 'ema', 'bank', 'batch_stats', 'frozen'):
+      assert set(_dtypes(getattr(s, field))) <= {'float32', 'int32'}, field
+  r = jax.eval_shape(m.langevin_step, state, batch)
+  assert set(_dtypes(r)) == {'float32'}
+  assert metrics['ebm_loss'].dtype == jnp.float32
+
+
+def test_bfloat16_generator_follows_latent_moves():
+  """A bfloat16 generator changes G(z) under a latent move as the float32 net does."""
+  g16 = models.create('gen_sngan32', ngf=16, nz=8, bottom=2, dtype='bfloat16')
+  g32 = models.create('gen_sngan32', ngf=16, nz=8, bottom=2)
+  v = models.init_variables(g32, jax.random.PRNGKey(0), 16)
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+  dz = 0.05 * jax.random.normal(jax.random.PRNGKey(2), (4, 8))
+  d16 = np.asarray(g16.apply(v, z + dz) - g16.apply(v, z))
+  d32 = np.asarray(g32.apply(v, z + dz) - g32.apply(v, z))
+  cos = np.sum(d16 * d32) / np.linalg.norm(d16) / np.linalg.norm(d32)
+  assert cos > 0.9
+
+
+def test_bfloat16_langevin_moves_agree_with_float32():
+  """One Langevin step at T = 1e-8 with bfloat16 nets moves y like the float32 nets."""
+  ebm16 = models.create('ebm_sngan32', ngf=16, dtype='bfloat16')
+  ebm32 = models.create('ebm_sngan32', ngf=16)
+  gen = models.create('gen_sngan32', ngf=16)
+  ev = models.init_variables(ebm32, jax.random.PRNGKey(0))
+  gv = models.init_variables(gen, jax.random.PRNGKey(1))
+  z = jax.random.normal(jax.random.PRNGKey(2), (4, 128))
+  y = jnp.zeros((4, 32, 32, 3))
+  config = dict(mcmc_steps=2, mcmc_temp=1e-8, epsilon=5e-4, update_latents=False,
+                use_noise=False, clip_langevin_grad_res=True, max_langevin_norm_res=2.5)
+  moves = [np.asarray(langevin.sample(langevin.nets(e, ev), langevin.nets(gen, gv), z, y,
+                                      jax.random.PRNGKey(3), config).y)
+           for e in (ebm16, ebm32)]
+  assert np.all(np.isfinite(moves[0]))
+  cos = np.sum(moves[0] * moves[1]) / np.linalg.norm(moves[0]) / np.linalg.norm(moves[1])
+  assert cos > 0.98
