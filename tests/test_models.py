@@ -250,3 +250,34 @@ def test_same_input_alone_and_in_a_batch_gives_the_same_output(name, in_shape):
   alone = np.asarray(apply(variables, x[2:3]))
   np.testing.assert_allclose(alone[0], batch[2], rtol=1e-5,
                              atol=1e-6 * np.abs(batch).max())
+
+
+# --- the EBM's pooled conv: same function, cheaper form ---------------------------------
+
+def test_pooled_conv_is_conv3_then_average_pool():
+  """`PooledConv` (one 4x4 stride-2 conv) computes conv3 SAME then 2x2 average pooling
+  with the same parameters."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+  pooled = layers.PooledConv(7)
+  variables = pooled.init(jax.random.PRNGKey(1), x)
+  variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)  # nonzero bias
+  plain = layers.conv(7, 3, 'conv')
+  want = layers.avg_pool2(plain.apply(variables, x))
+  got = pooled.apply(variables, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv4x4_stride2_gradients_match_autodiff_of_the_plain_conv():
+  """The phase-by-phase input gradient and the kernel gradient equal what JAX derives
+  for `lax.conv_general_dilated` (stride 2, padding 1)."""
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(2), 3)
+  x = jax.random.normal(kx, (3, 6, 10, 4))
+  k4 = jax.random.normal(kk, (4, 4, 4, 5))
+  ct = jax.random.normal(kc, (3, 3, 5, 5))
+  plain = lambda x, k: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
+      x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  out, vjp = jax.vjp(layers.conv4x4_stride2, x, k4)
+  out_ref, vjp_ref = jax.vjp(plain, x, k4)
+  np.testing.assert_allclose(out, out_ref, rtol=1e-6, atol=1e-6)
+  for got, want in zip(vjp(ct), vjp_ref(ct)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
