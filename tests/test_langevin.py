@@ -395,12 +395,13 @@ def test_config_mcmc_unroll_is_used_when_no_override():
 
 
 @pytest.mark.parametrize('unroll,steps,backend,want', [
-    ('auto', 50, 'cpu', 50), ('auto', 64, 'cpu', 64), ('auto', 250, 'cpu', 25),
+    ('auto', 7, 'cpu', 7), ('auto', 10, 'cpu', 10), ('auto', 50, 'cpu', 10),
+    ('auto', 250, 'cpu', 10),
     ('auto', 0, 'cpu', 1), ('auto', 50, 'gpu', 1), ('auto', 50, 'tpu', 1),
     ('full', 50, 'gpu', 50), (True, 7, None, 7), (0, 7, None, 7), (3, 7, None, 3),
 ])
 def test_resolve_unroll(unroll, steps, backend, want):
-  """'auto' unrolls fully on CPU up to 64 steps, in chunks of 25 beyond, and rolls the
+  """'auto' unrolls on CPU in chunks of 10 steps (fully up to 10), and rolls the
   loop on accelerators; 'full'/True/0 unroll fully; an int is the chunk size."""
   assert langevin.resolve_unroll(unroll, steps, backend) == want
 
