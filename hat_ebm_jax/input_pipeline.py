@@ -325,6 +325,13 @@ def _digits_images(config, split: str, max_examples: Optional[int] = None) -> np
   return _adapt_channels(digits.to_model_images(images, config.image_size), config.nch)
 
 
+def check_available(config) -> None:
+  """Raises `DatasetNotFoundError` (with the prepare command) unless `config.dataset`
+  can be read: toys and digits always can, tfds datasets once prepared. Reads nothing."""
+  if config.dataset not in TOY_DATASETS and config.dataset != 'digits':
+    tfds_builder(config.dataset, config.data_dir)
+
+
 def create_iterator(config, *, split: Optional[str] = None, start_step: int = 0,
                     process_index: int = 0, process_count: int = 1,
                     batch_size: Optional[int] = None,

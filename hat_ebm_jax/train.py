@@ -56,10 +56,11 @@ def _first_non_finite(metrics: Dict[str, np.ndarray]) -> str:
 def build(config, workdir: epath.Path):
   """Validates everything, then creates the mode, mesh, manager and (restored) state.
 
-  All checks that can fail (config, devices, workdir experiment, pretrained weights,
-  checkpoint architecture) run before anything is written to `workdir`.
+  All checks that can fail (config, dataset, devices, workdir experiment, pretrained
+  weights, checkpoint architecture) run before anything is written to `workdir`.
   """
   config_lib.validate(config)
+  input_pipeline.check_available(config)
   mesh = sharding.create_mesh()
   sharding.check_batch_divides(config.batch_size, mesh)
   checkpointing.check_workdir_config(workdir, config)

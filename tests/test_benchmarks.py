@@ -15,7 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def smoke_lines():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   t0 = time.time()
-  proc = subprocess.run([sys.executable, '-m', 'benchmarks.langevin', '--smoke'],
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.langevin', '--config=cifar10_synth',
+                         '--batch_size=16', '--smoke'],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   print(f'\n[benchmark smoke] {time.time() - t0:.1f}s')
   assert proc.returncode == 0, proc.stderr[-4000:]
