@@ -1,1 +1,19 @@
-"""Benchmarks (`python -m benchmarks.<name> --help`)."""
+"""Speed benchmarks: `python -m benchmarks.langevin` (this package) and
+`python -m benchmarks.tf_reference` (the original algorithm in TF2)."""
+
+import json
+from typing import Any, Callable, Dict
+
+Line = Dict[str, Any]
+
+
+def emitter(path: str) -> Callable[[Line], Line]:
+  """`emit(line)`: prints `line` as one JSON line and appends it to `path` if given."""
+  def emit(line: Line) -> Line:
+    text = json.dumps(line, sort_keys=True)
+    print(text, flush=True)
+    if path:
+      with open(path, 'a') as f:
+        f.write(text + '\n')
+    return line
+  return emit

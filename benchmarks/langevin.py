@@ -42,6 +42,8 @@ import numpy as np
 from hat_ebm_jax import checkpointing, config_lib, langevin, models, modes, sharding, train
 from hat_ebm_jax.modes import base
 
+import benchmarks
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Dense peak FLOP/s per device: (bfloat16/float16, float32), by device-kind substring.
@@ -432,7 +434,7 @@ def check_line(line: Dict[str, Any]) -> None:
 
 def run(args) -> List[Dict[str, Any]]:
   config = load_config(args)
-  emit = _emitter(args.out)
+  emit = benchmarks.emitter(args.out)
   lines = []
   kinds = [k for k in args.samplers.split(',') if k]
   compile_steps = [int(s) for s in args.compile_steps.split(',') if s]
@@ -458,17 +460,6 @@ def run(args) -> List[Dict[str, Any]]:
       check_line(line)
     assert {l['bench'] for l in lines} == {'sampler', 'train_step', 'compile'}, lines
   return lines
-
-
-def _emitter(path: str):
-  def emit(line):
-    text = json.dumps(line, sort_keys=True)
-    print(text, flush=True)
-    if path:
-      with open(path, 'a') as f:
-        f.write(text + '\n')
-    return line
-  return emit
 
 
 def main(argv: Optional[List[str]] = None) -> None:

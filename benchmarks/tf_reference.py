@@ -51,6 +51,8 @@ import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import benchmarks  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 NZ = 128
 IMAGE_SHAPE = (32, 32, 3)
 # Sampler settings of the paper configs (values do not change the cost of a step).
@@ -365,17 +367,6 @@ def check_line(line: Dict[str, Any]) -> None:
   assert line['finite'], line
 
 
-def _emitter(path: str):
-  def emit(line):
-    text = json.dumps(line, sort_keys=True)
-    print(text, flush=True)
-    if path:
-      with open(path, 'a') as f:
-        f.write(text + '\n')
-    return line
-  return emit
-
-
 def run(args) -> List[Dict[str, Any]]:
   kinds = [k for k in args.samplers.split(',') if k]
   for k in kinds:
@@ -387,7 +378,7 @@ def run(args) -> List[Dict[str, Any]]:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
   nets = make_nets(args.ngf, args.seed)
   loops = ('python', 'while') if args.loop == 'both' else (args.loop,)
-  emit = _emitter(args.out)
+  emit = benchmarks.emitter(args.out)
   lines = [emit(bench_sampler(nets, k, loop, args)) for loop in loops for k in kinds]
   if args.smoke:
     for line in lines:
