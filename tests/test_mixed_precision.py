@@ -37,7 +37,7 @@ def test_bfloat16_training_keeps_float32_state(mode):
   new, metrics = jax.eval_shape(m.train_step, state, batch)
   for s in (state, new):
     for field in ('params', 'opt_state', 'ema', 'bank', 'batch_stats', 'frozen'):
-      assert set(_dtypes(getattr(s, field))) <= {'float32', 'int32'}, field
+      assert set(_dtypes(getattr(s, field))) <= {'float32', 'int32', 'bool'}, field
   r = jax.eval_shape(m.langevin_step, state, batch)
   assert set(_dtypes(r)) == {'float32'}
   assert metrics['ebm_loss'].dtype == jnp.float32

@@ -46,6 +46,7 @@ def params_of(workdir, step=None):
 def max_rel_diff(a, b):
   la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
   assert len(la) == len(lb)
+  la, lb = [np.asarray(x, np.float64) for x in la], [np.asarray(y, np.float64) for y in lb]
   return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12))
              for x, y in zip(la, lb))
 

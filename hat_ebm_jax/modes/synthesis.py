@@ -5,6 +5,14 @@ EBM update on data vs `x`; generator update towards bank pairs at `B` distinct r
 indices, `loss = gen_loss_factor_coop * mean((G(z_bank) - x_bank)^2)`; then this step's
 `(z, x)` is written into the bank at those indices.
 
+The bank also marks which pairs are `fresh`: `x_bank[i] == G(z_bank[i])` under the
+current generator, exactly (all of them at the start). A fresh pair's residual is zero in
+exact arithmetic, but computed it is rounding noise, and Adam (scale-invariant) turns a
+gradient of pure noise into a step of size lr in a random direction, one that changes with
+the device count and the CPU. So a fresh pair's prediction is its stored `x` (residual and
+gradient exactly zero): the generator stays at its initial parameters until it draws a
+written pair, as it does in exact arithmetic, and then no pair is fresh any more.
+
 The bank holds `persistent_size` rounded down to a multiple of the batch (9,984 pairs at
 batch 128, as the original on one replica). It is one global bank, sharded over devices,
 and the indices are drawn over all of it, so a run gives the same result on any number of
@@ -38,6 +46,7 @@ class SynthesisMode(base.HatEBMMode):
     z_bank = self.config.init_scale_latent * jax.random.normal(
         k_bank, (self.bank_size,) + self.latent_shape)
     x_bank = jax.jit(self.gen.apply)(gen_v, z_bank)
+    fresh = jnp.ones((self.bank_size,), jnp.bool_)
     params = {'ebm': ebm_v['params'], 'gen': gen_v['params']}
     return base.TrainState(
         step=jnp.zeros([], jnp.int32), params=params,
@@ -47,7 +56,7 @@ class SynthesisMode(base.HatEBMMode):
         opt_state={'ebm': self.ebm_tx.init(params['ebm']),
                    'gen': self.gen_tx.init(params['gen'])},
         ema=jax.tree_util.tree_map(jnp.copy, params),
-        bank={'z': z_bank, 'x': x_bank}, rng=k_run)
+        bank={'z': z_bank, 'x': x_bank, 'fresh': fresh}, rng=k_run)
 
   def update_step(self, state: base.TrainState, batch: jax.Array,
                   r: langevin.LangevinResult):
@@ -61,18 +70,24 @@ class SynthesisMode(base.HatEBMMode):
 
     # Generator: regress G(z_bank[i]) onto x_bank[i] at B distinct indices.
     idx = jax.random.choice(k_idx, self.bank_size, (n,), replace=False)
-    z_b, x_b = sharding.constrain_batch((state.bank['z'][idx], state.bank['x'][idx]))
+    z_b, x_b, fresh_b = sharding.constrain_batch(
+        (state.bank['z'][idx], state.bank['x'][idx], state.bank['fresh'][idx]))
     gen_bs = state.batch_stats['gen']
 
     def gen_loss_fn(params):
       v = {'params': params, **({'batch_stats': gen_bs} if gen_bs else {})}
-      return losses.gen_coop_loss(self.gen.apply(v, z_b), x_b, c.gen_loss_factor_coop)
+      fresh = fresh_b.reshape((-1,) + (1,) * (x_b.ndim - 1))
+      pred = jnp.where(fresh, x_b, self.gen.apply(v, z_b))
+      return losses.gen_coop_loss(pred, x_b, c.gen_loss_factor_coop)
 
     gen_loss, gen_grads = jax.value_and_grad(gen_loss_fn)(state.params['gen'])
     gen_p, gen_o, gen_e = base.apply_update(
         self.gen_tx, gen_grads, state.opt_state['gen'], state.params['gen'],
         state.ema['gen'], c.gen_opt_decay)
-    bank = {'z': state.bank['z'].at[idx].set(r.z), 'x': state.bank['x'].at[idx].set(samples)}
+    # The generator moves unless every pair it drew was fresh; written pairs are not fresh.
+    still_fresh = jnp.logical_and(state.bank['fresh'], jnp.all(fresh_b))
+    bank = {'z': state.bank['z'].at[idx].set(r.z), 'x': state.bank['x'].at[idx].set(samples),
+            'fresh': still_fresh.at[idx].set(False)}
 
     metrics.update(**self.langevin_metrics(r))
     metrics.update(gen_loss=gen_loss, lr_gen=self.gen_lr(state.step),
