@@ -13,8 +13,9 @@ Pretrained generator weights (`config.gen_weights`) may be any of:
 """
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
+from absl import logging
 import flax
 import jax
 import numpy as np
@@ -94,14 +95,38 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   manager.wait_until_finished()
 
 
+class Upgrade(NamedTuple):
+  """How to read checkpoints of an older state layout (a mode's `checkpoint_upgrades`).
+
+  `older(state_like)`: the state structure such checkpoints hold;
+  `upgrade(restored, state_like)`: that restored state in today's structure.
+  """
+  what: str
+  older: Callable[[Any], Any]
+  upgrade: Callable[[Any, Any], Any]
+
+
 def restore(manager: ocp.CheckpointManager, state_like: Any,
-            step: Optional[int] = None) -> Any:
-  """Restores `step` (default: latest) into the structure and shardings of `state_like`."""
+            step: Optional[int] = None, upgrades: Sequence[Upgrade] = ()) -> Any:
+  """Restores `step` (default: latest) into the structure and shardings of `state_like`.
+
+  A checkpoint that does not fit is tried against each of `upgrades` (older layouts of
+  the same state) before it is refused; nothing on disk is changed either way.
+  """
   step = manager.latest_step() if step is None else step
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_like)
+  to_abstract = lambda t: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, t)
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return manager.restore(step, args=ocp.args.StandardRestore(to_abstract(state_like)))
   except (ValueError, KeyError, TypeError) as e:
+    for up in upgrades:
+      try:
+        older = manager.restore(
+            step, args=ocp.args.StandardRestore(to_abstract(up.older(state_like))))
+      except (ValueError, KeyError, TypeError):
+        continue
+      logging.info('Checkpoint %d in %s has an older layout (%s): upgraded on restore.',
+                   step, manager.directory, up.what)
+      return up.upgrade(older, state_like)
     raise ValueError(
         f'Checkpoint {step} in {manager.directory} does not fit this config\'s state '
         f'(another architecture or mode?): {e}') from e

@@ -256,7 +256,7 @@ def _restore_run(mode, train_cfg, ckpt_dir: epath.Path, step: Optional[int], mes
         f'Rebuilding the joint run\'s state needs its generator at config.gen_weights='
         f'{train_cfg.gen_weights!r} (its values are then replaced by the checkpoint\'s): '
         f'{e} Set --config.gen_weights to where that generator is now.') from e
-  return checkpointing.restore(manager, abstract, step), step
+  return checkpointing.restore(manager, abstract, step, mode.checkpoint_upgrades), step
 
 
 def _imported_state(mode, train_cfg, mesh) -> base.TrainState:

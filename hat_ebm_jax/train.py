@@ -73,7 +73,7 @@ def build(config, workdir: epath.Path):
     manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
     if manager.latest_step() is not None:
       logging.info('Resuming from %s (step %d).', workdir, manager.latest_step())
-      state = checkpointing.restore(manager, state)
+      state = checkpointing.restore(manager, state, upgrades=mode.checkpoint_upgrades)
   return mode, mesh, state, state_sh, manager
 
 

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
-from hat_ebm_jax import modes
-from hat_ebm_jax.modes import base
+from hat_ebm_jax import checkpointing, modes, train
+from hat_ebm_jax.modes import base, synthesis
 from tests.test_configs import load
 
 
@@ -80,3 +81,27 @@ def test_drawing_a_written_pair_moves_the_generator_and_ends_freshness(setup):
   assert not tree_equal(new.params['gen'], state.params['gen'])
   assert not np.asarray(new.bank['fresh']).any()
 
+
+
+def test_a_checkpoint_from_before_fresh_marks_resumes_with_no_pair_fresh(tmp_path):
+  """A workdir written by the version without `bank['fresh']` (95cbd90) still resumes:
+  its generator had already moved, so every pair is marked stale; the rest is restored
+  as saved, and nothing on disk changes."""
+  c = load('tiny', 'synthesis')
+  mode = modes.create(c)
+  old = synthesis.BANK_WITHOUT_FRESH.older(mode.init_state(jax.random.PRNGKey(5)))
+  old = old.replace(step=jnp.asarray(3, jnp.int32))
+  assert 'fresh' not in old.bank
+  manager = checkpointing.create_manager(epath.Path(tmp_path), keep=2)
+  checkpointing.save(manager, 3, old)
+  files = sorted(str(p) for p in (tmp_path / 'checkpoints').rglob('*'))
+
+  _, _, state, _, _ = train.build(c, epath.Path(tmp_path))
+  assert int(state.step) == 3
+  assert tree_equal(state.params, old.params)
+  assert tree_equal((state.bank['z'], state.bank['x']), (old.bank['z'], old.bank['x']))
+  assert state.bank['fresh'].dtype == jnp.bool_ and not np.asarray(state.bank['fresh']).any()
+  assert sorted(str(p) for p in (tmp_path / 'checkpoints').rglob('*')) == files
+  # Without the upgrade such a checkpoint does not fit today's state.
+  with pytest.raises(ValueError, match='does not fit'):
+    checkpointing.restore(manager, mode.init_state(jax.random.PRNGKey(0)))

@@ -14,6 +14,7 @@ from hat_ebm_jax.modes import base
 class AutoencoderMode:
   name = 'autoencoder'
   trainable = ('enc', 'dec')
+  checkpoint_upgrades = ()
   eval_split = 'test'
 
   def __init__(self, config):

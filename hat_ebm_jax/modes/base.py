@@ -4,7 +4,9 @@ A mode is a class with
   * `init_state(rng) -> TrainState`
   * `train_step(state, batch) -> (state, metrics)`: pure; the loop jits it;
   * `sample(state, key, n) -> {name: images}`: what the loop plots and saves;
-  * optionally `eval_every`, `eval_split` and `eval_step(state, batch) -> metrics`.
+  * optionally `eval_every`, `eval_split` and `eval_step(state, batch) -> metrics`;
+  * `checkpoint_upgrades`: how to read its checkpoints of older state layouts
+    (`checkpointing.Upgrade`s, tried when a checkpoint does not fit).
 The loop (`train.py`) knows nothing else about it.
 """
 
@@ -133,6 +135,7 @@ class HatEBMMode:
   # A training step is `update_step(state, batch, langevin_step(state, batch))`: traced
   # as one program, or on CPU for long samplers with the Langevin phase driven from the
   # host (`langevin.runs_on_host`, train.py).
+  checkpoint_upgrades = ()
   num_step_keys = 2  # keys a training step draws (`step_key`); the first is Langevin's
 
   def langevin_step(self, state: TrainState, batch) -> langevin.LangevinResult:

@@ -21,15 +21,34 @@ devices (the original kept one slice per replica instead).
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from hat_ebm_jax import langevin, losses, models, optim, sharding
+from hat_ebm_jax import checkpointing, langevin, losses, models, optim, sharding
 from hat_ebm_jax.modes import base
+
+
+def _bank_without_fresh(state_like):
+  return state_like.replace(bank={k: v for k, v in state_like.bank.items() if k != 'fresh'})
+
+
+def _no_pair_fresh(state, state_like):
+  like = state_like.bank['fresh']
+  stale = jax.make_array_from_callback(  # on every host of a multi-host mesh
+      like.shape, like.sharding, lambda index: np.zeros(like.shape, like.dtype)[index])
+  return state.replace(bank=dict(state.bank, fresh=stale))
+
+
+# Checkpoints written before the bank marked fresh pairs: their generator took a step at
+# step 1 (towards rounding noise), so none of their pairs is fresh.
+BANK_WITHOUT_FRESH = checkpointing.Upgrade('a bank without fresh marks',
+                                           _bank_without_fresh, _no_pair_fresh)
 
 
 class SynthesisMode(base.HatEBMMode):
   name = 'synthesis'
   trainable = ('ebm', 'gen')
   num_step_keys = 3  # Langevin, data noise, bank indices
+  checkpoint_upgrades = (BANK_WITHOUT_FRESH,)
 
   def __init__(self, config):
     super().__init__(config)
