@@ -114,8 +114,9 @@ def max_rel_diff(a, b):
 
 def max_rel_diff_per_tensor(a, b):
   """max over tensors of max |a - b| / max |b| (tensor by tensor)."""
-  return max(max_rel_diff(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                                jax.tree_util.tree_leaves(b)))
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  return max(max_rel_diff(x, y) for x, y in zip(la, lb))
 
 
 def check_params_match(a, b, what):

@@ -82,7 +82,6 @@ def test_drawing_a_written_pair_moves_the_generator_and_ends_freshness(setup):
   assert not np.asarray(new.bank['fresh']).any()
 
 
-
 def test_a_checkpoint_from_before_fresh_marks_resumes_with_no_pair_fresh(tmp_path):
   """A workdir written by the version without `bank['fresh']` (95cbd90) still resumes:
   its generator had already moved, so every pair is marked stale; the rest is restored

@@ -13,6 +13,7 @@ import pytest
 
 from hat_ebm_jax import checkpointing, train
 from tests.test_configs import load
+from tests.test_scaling import max_rel_diff_per_tensor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,14 +44,6 @@ def params_of(workdir, step=None):
   return raw['params']
 
 
-def max_rel_diff(a, b):
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert len(la) == len(lb)
-  la, lb = [np.asarray(x, np.float64) for x in la], [np.asarray(y, np.float64) for y in lb]
-  return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12))
-             for x, y in zip(la, lb))
-
-
 def test_synthesis_trains_and_writes_checkpoints_summaries_and_samples(tmp_path):
   result = train.run(tiny(), str(tmp_path))
   assert result['step'] == 6
@@ -76,8 +69,8 @@ def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(tmp_path):
   run_main(split, '--config.num_training_steps=6')
   raw_a, raw_b = checkpointing.restore_raw(straight), checkpointing.restore_raw(split)
   assert int(raw_b['step']) == 6
-  assert max_rel_diff(raw_b['params'], raw_a['params']) <= 1e-6
-  assert max_rel_diff(raw_b['bank'], raw_a['bank']) <= 1e-6
+  assert max_rel_diff_per_tensor(raw_b['params'], raw_a['params']) <= 1e-6
+  assert max_rel_diff_per_tensor(raw_b['bank'], raw_a['bank']) <= 1e-6
 
 
 def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path):

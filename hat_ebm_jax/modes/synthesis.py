@@ -92,10 +92,10 @@ class SynthesisMode(base.HatEBMMode):
     z_b, x_b, fresh_b = sharding.constrain_batch(
         (state.bank['z'][idx], state.bank['x'][idx], state.bank['fresh'][idx]))
     gen_bs = state.batch_stats['gen']
+    fresh = fresh_b.reshape((-1,) + (1,) * (x_b.ndim - 1))
 
     def gen_loss_fn(params):
       v = {'params': params, **({'batch_stats': gen_bs} if gen_bs else {})}
-      fresh = fresh_b.reshape((-1,) + (1,) * (x_b.ndim - 1))
       pred = jnp.where(fresh, x_b, self.gen.apply(v, z_b))
       return losses.gen_coop_loss(pred, x_b, c.gen_loss_factor_coop)
 
