@@ -8,8 +8,9 @@ prints one JSON object per line:
 * `bench=sampler`, `sampler=synthesis` (residual only, `G(z)` fixed) and `sampler=joint`
   (latents and residual): `s_per_step`, `steps_per_s` (median of `--repeats` runs of
   `--sampler_steps` steps through `langevin.sample`, exactly what a user calling it gets),
-  `compile_s`, `flops_per_step` (XLA cost analysis), `flops_per_s`, `mfu` against
-  `peak_flops`, `peak_memory_bytes`;
+  `compile_s`, `flops_per_step` (model FLOPs: XLA's cost analysis of the step with direct
+  convolutions), `flops_per_s`, `mfu` against `peak_flops`, `xla_flops_per_step` (cost
+  analysis of the program as run: fewer where Winograd convs run), `peak_memory_bytes`;
 * `bench=train_step`: the mode's `train_step` jitted as `train.py` does, on a random batch
   with a `--train_mcmc_steps` sampler: `steps_per_s`, `compile_s`, FLOPs, MFU, memory;
 * `bench=compile`: trace + compile time of the `--compile_steps` samplers (50 and 250 by
@@ -60,11 +61,12 @@ CPU_PEAK = 0.5e12  # this 2-core machine; pass --peak_flops elsewhere
 
 SAMPLER_KEYS = ('bench', 'sampler', 'config', 'batch_size', 'steps', 's_per_step',
                 'steps_per_s', 'compile_s', 'flops_per_step', 'flops_per_s', 'mfu',
-                'peak_flops', 'peak_memory_bytes', 'backend', 'device_kind', 'dtype',
-                'layout')
+                'xla_flops_per_step', 'peak_flops', 'peak_memory_bytes', 'backend',
+                'device_kind', 'dtype', 'conv_algorithm', 'layout')
 TRAIN_KEYS = ('bench', 'mode', 'config', 'batch_size', 'mcmc_steps', 's_per_step',
               'steps_per_s', 'compile_s', 'flops_per_step', 'flops_per_s', 'mfu',
-              'peak_flops', 'peak_memory_bytes', 'backend', 'device_kind', 'dtype')
+              'xla_flops_per_step', 'peak_flops', 'peak_memory_bytes', 'backend',
+              'device_kind', 'dtype', 'conv_algorithm')
 COMPILE_KEYS = ('bench', 'sampler', 'config', 'batch_size', 'steps', 'compile_s',
                 'layout', 'backend', 'device_kind')
 
@@ -91,6 +93,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument('--compile_samplers', default='synthesis,joint',
                  help='samplers of the compile bench')
   p.add_argument('--dtype', default=None, help="network dtype (default: config's)")
+  p.add_argument('--conv_algorithm', default=None,
+                 help="3x3 convs: 'auto', 'direct' or 'winograd' (default: config's)")
   p.add_argument('--mcmc_unroll', default=None,
                  help="'auto', 'full' or steps per chunk (default: config's)")
   p.add_argument('--mcmc_update', default=None,
@@ -202,6 +206,8 @@ def load_config(args):
   config.batch_size = args.batch_size
   if args.dtype:
     config.dtype = args.dtype
+  if args.conv_algorithm:
+    config.conv_algorithm = args.conv_algorithm
   if args.mcmc_unroll:
     config.mcmc_unroll = args.mcmc_unroll  # 'auto', 'full' or digits
   if args.mcmc_update:
@@ -215,10 +221,7 @@ def load_config(args):
 def make_nets(config, key):
   """(ebm, ebm variables, gen, gen variables) at random initial values."""
   c = config
-  if c.ebm_type == 'ebm_toy':
-    ebm = models.create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
-  else:
-    ebm = models.create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype)
+  ebm = base.make_ebm(c)
   gen = base.make_generator(c)
   k1, k2 = jax.random.split(key)
   return (ebm, models.init_variables(ebm, k1, c.image_size), gen,
@@ -237,6 +240,7 @@ def sampler_config(config, kind: str, steps: int, args) -> dict:
 def _common(config, args) -> Dict[str, Any]:
   out = dict(config=os.path.splitext(os.path.basename(args.config))[0],
              batch_size=args.batch_size, dtype=str(config.dtype),
+             conv_algorithm=models.resolve_conv_algorithm(config.conv_algorithm),
              ebm=f'{config.ebm_type}/{config.ebm_ngf}',
              gen=f'{config.gen_type}/{config.gen_ngf}', image_size=config.image_size)
   out.update(device_info())
@@ -250,6 +254,14 @@ def _unrolled_flops(e_fn, g_fn, z, y, key, scfg) -> float:
   (the same work in every layout; cost analysis counts a while loop's body once)."""
   (_, lowered, _), = langevin.lower(e_fn, g_fn, z, y, key, scfg, unroll='full')
   return _flops(lowered.cost_analysis())
+
+
+def direct_conv_nets(config, nets):
+  """`nets` with their modules rebuilt for direct convolutions (same variables): the
+  programs whose cost analysis gives the model FLOPs behind MFU."""
+  ebm, ev, gen, gv = nets
+  c = _with(config, conv_algorithm='direct')
+  return base.make_ebm(c), ev, base.make_generator(c), gv
 
 
 def _rates(flops: float, seconds: float, peak: Optional[float]):
@@ -274,7 +286,10 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
   else:
     run = lambda e, g, z, y, k: langevin.sample(e, g, z, y, k, scfg)  # pylint: disable=unnecessary-lambda-assignment
     programs = langevin.lower(e_fn, g_fn, z, y, key, scfg)
-  flops = _unrolled_flops(e_fn, g_fn, z, y, key, scfg)
+  xla_flops = _unrolled_flops(e_fn, g_fn, z, y, key, scfg)
+  d_ebm, _, d_gen, _ = direct_conv_nets(config, nets)
+  flops = _unrolled_flops(langevin.nets(d_ebm, ev), langevin.nets(d_gen, gv), z, y, key,
+                          scfg)
   clock = compile_clock()
   before, t0 = clock.total, time.perf_counter()
   jax.block_until_ready(run(e_fn, g_fn, z, y, key))  # compiles
@@ -296,7 +311,7 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
              s_per_step=wall / steps, steps_per_s=steps / wall,
              s_per_step_runs=[round(w / steps, 5) for w in walls],
              compile_s=compile_s, flops_per_step=flops / steps, flops_per_s=fps, mfu=mfu,
-             peak_flops=peak, peak_basis=basis, peak_memory_bytes=peak_memory_bytes(),
+             xla_flops_per_step=xla_flops / steps, peak_flops=peak, peak_basis=basis, peak_memory_bytes=peak_memory_bytes(),
              layout=[[n, c] for n, _, c in programs], sampler_call=args.sampler_call,
              mcmc_unroll=str(scfg['mcmc_unroll']), mcmc_update=scfg['mcmc_update'])
   if jax.default_backend() == 'cpu':
@@ -371,9 +386,12 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   state = jax.device_put(state, state_sh)
   batch = jax.device_put(batch, batch_sh)
   host = args.train_layout == 'auto' and langevin.runs_on_host(mode.sampler)
-  # FLOPs of the step as one unrolled program (the same work however it is laid out).
-  unrolled = modes.create(_with(c, mcmc_unroll='full'))
-  flops = _flops(jax.jit(unrolled.train_step).lower(state, batch).cost_analysis())
+  # FLOPs of the step as one unrolled program (the same work however it is laid out):
+  # the model's (direct convolutions) and the program's as run.
+  def unrolled_flops(**changes):
+    unrolled = modes.create(_with(c, mcmc_unroll='full', **changes))
+    return _flops(jax.jit(unrolled.train_step).lower(state, batch).cost_analysis())
+  flops, xla_flops = unrolled_flops(conv_algorithm='direct'), unrolled_flops()
   if args.train_layout == 'jit':
     step = jax.jit(mode.train_step, donate_argnums=(0,))
   else:
@@ -399,7 +417,8 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   out = dict(bench='train_step', mode=mode_name, mcmc_steps=int(c.mcmc_steps),
              s_per_step=wall, steps_per_s=1.0 / wall,
              s_per_step_runs=[round(w, 5) for w in walls], compile_s=compile_s,
-             flops_per_step=flops, flops_per_s=fps, mfu=mfu, peak_flops=peak,
+             flops_per_step=flops, flops_per_s=fps, mfu=mfu, xla_flops_per_step=xla_flops,
+             peak_flops=peak,
              peak_basis=basis, peak_memory_bytes=peak_memory_bytes(),
              persistent_size=mode.bank_size if hasattr(mode, 'bank_size') else None,
              finite=bool(np.asarray(metrics['finite'])),
@@ -422,7 +441,8 @@ def check_line(line: Dict[str, Any]) -> None:
   json.loads(json.dumps(line))
   assert line['compile_s'] >= 0, line
   if line['bench'] in ('sampler', 'train_step'):
-    for k in ('s_per_step', 'steps_per_s', 'flops_per_step', 'flops_per_s'):
+    for k in ('s_per_step', 'steps_per_s', 'flops_per_step', 'flops_per_s',
+              'xla_flops_per_step'):
       assert isinstance(line[k], float) and np.isfinite(line[k]) and line[k] > 0, (k, line)
     assert abs(line['s_per_step'] * line['steps_per_s'] - 1) < 1e-6, line
     if line['peak_flops']:

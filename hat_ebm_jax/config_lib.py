@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.inf_type = 'inf_encoder32'  # autoencoder encoder
   c.inf_ngf = 256
   c.dtype = 'float32'  # new: network compute dtype (bfloat16 for TPU mixed precision)
+  c.conv_algorithm = 'auto'  # new: 3x3 convs: 'auto' (Winograd where faster on CPU) | 'direct' | 'winograd'
   c.gen_weights = ''  # new: pretrained generator for joint mode (see checkpointing)
   # --- Langevin (SPEC §3)
   c.mcmc_steps = 50
@@ -163,6 +164,9 @@ def validate(config) -> None:
   if config.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float16'; got "
                      f'{config.dtype!r}.')
+  if config.conv_algorithm not in ('auto', 'direct', 'winograd'):
+    raise ValueError("config.conv_algorithm must be 'auto', 'direct' or 'winograd'; got "
+                     f'{config.conv_algorithm!r}.')
 
 
 def load_config_file(path: str, *args) -> ml_collections.ConfigDict:

@@ -46,19 +46,23 @@ def manifest(ref_dir) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_ref_net(name: str, ckpt_dir: str):
+def _load_ref_net(name: str, ckpt_dir: str, conv_algorithm: str):
   from hat_ebm_jax import convert  # pylint: disable=g-import-not-at-top
   kwargs = {'out_factor': REF_OUT_FACTOR[name]} if name in REF_OUT_FACTOR else {}
-  return convert.from_tf_checkpoint(str(REF / ckpt_dir / 'ckpt'), name, **kwargs)
+  return convert.from_tf_checkpoint(str(REF / ckpt_dir / 'ckpt'), name,
+                                    conv_algorithm=conv_algorithm, **kwargs)
 
 
 @pytest.fixture(scope='session')
 def ref_net(ref_dir):
-  """`ref_net(name, ckpt_dir=None) -> (module, variables)`: a reference checkpoint imported
-  with `convert.from_tf_checkpoint` (with the README's out_factor), cached per session."""
+  """`ref_net(name, ckpt_dir=None, conv_algorithm='auto') -> (module, variables)`: a
+  reference checkpoint imported with `convert.from_tf_checkpoint` (with the README's
+  out_factor), cached per session. The reference nets are narrow (at most 32 channels),
+  so 'auto' runs them with direct convs; 'winograd' forces Winograd F(4x4, 3x3) on every
+  3x3 conv whose maps are multiples of 4."""
   del ref_dir
 
-  def load(name: str, ckpt_dir: str = None):
-    return _load_ref_net(name, ckpt_dir or name)
+  def load(name: str, ckpt_dir: str = None, conv_algorithm: str = 'auto'):
+    return _load_ref_net(name, ckpt_dir or name, conv_algorithm)
 
   return load

@@ -11,18 +11,22 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def smoke_lines():
+def run_smoke(*flags):
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   t0 = time.time()
   proc = subprocess.run([sys.executable, '-m', 'benchmarks.langevin', '--config=cifar10_synth',
-                         '--batch_size=16', '--smoke'],
+                         '--batch_size=16', '--smoke', *flags],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-  print(f'\n[benchmark smoke] {time.time() - t0:.1f}s')
+  print(f'\n[benchmark smoke {" ".join(flags)}] {time.time() - t0:.1f}s')
   assert proc.returncode == 0, proc.stderr[-4000:]
   lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')]
   assert lines, proc.stdout
   return lines
+
+
+@pytest.fixture(scope='module')
+def smoke_lines():
+  return run_smoke()
 
 
 def test_smoke_reports_every_bench(smoke_lines):
@@ -68,3 +72,17 @@ def test_flops_reads_dict_or_list():
   assert bench._flops({'flops': 3.0}) == 3.0  # pylint: disable=protected-access
   assert bench._flops([{'flops': 3.0}, {'flops': 1.0}]) == 4.0  # pylint: disable=protected-access
   assert bench._flops(None) == 0.0  # pylint: disable=protected-access
+
+
+def test_model_flops_count_direct_convolutions_under_winograd(smoke_lines):
+  """MFU counts the model's FLOPs (direct convolutions); the program's own count, which
+  differs where Winograd convs run (fewer multiplies at the paper's widths, more at the
+  smoke's 8 channels, where the transforms dominate), is reported beside it."""
+  line, = [l for l in run_smoke('--conv_algorithm=winograd', '--samplers=synthesis')
+           if l['bench'] == 'sampler']
+  default, = [l for l in smoke_lines
+              if l['bench'] == 'sampler' and l['sampler'] == 'synthesis']
+  assert line['conv_algorithm'] == 'winograd'
+  assert line['xla_flops_per_step'] != line['flops_per_step']
+  assert line['flops_per_step'] == default['flops_per_step']
+  assert default['xla_flops_per_step'] == default['flops_per_step']  # ngf 8: direct

@@ -16,16 +16,18 @@ NETS = ('ebm_sngan32', 'ebm_sngan64', 'ebm_sngan128', 'gen_sngan32', 'gen_sngan6
 OUTPUT_RTOL = 1e-4  # max |ours - original| / max |original|
 
 
+@pytest.mark.parametrize('conv_algorithm', ['auto', 'winograd'])
 @pytest.mark.parametrize('name', NETS)
-def test_imported_net_reproduces_original_output(name, ref_net, ref_dir):
+def test_imported_net_reproduces_original_output(name, conv_algorithm, ref_net, ref_dir):
   """Output on `io.npz['input']` equals the original's `io.npz['output']` to 1e-4 relative
-  (generators with the README's out_factor: 2 for gen_sngan32 and gen_decoder32)."""
-  module, variables = ref_net(name)
+  (generators with the README's out_factor: 2 for gen_sngan32 and gen_decoder32), with
+  direct convolutions and with Winograd F(4x4, 3x3) ones."""
+  module, variables = ref_net(name, conv_algorithm=conv_algorithm)
   io = np.load(ref_dir / name / 'io.npz')
   out = np.asarray(jax.jit(module.apply)(variables, io['input']))
   assert out.shape == io['output'].shape
   rel = np.abs(out - io['output']).max() / np.abs(io['output']).max()
-  print(f'\n[conformance] convert {name}: output rel err {rel:.3g}')
+  print(f'\n[conformance] convert {name} ({conv_algorithm}): output rel err {rel:.3g}')
   assert rel <= OUTPUT_RTOL
 
 

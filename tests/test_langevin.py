@@ -29,7 +29,7 @@ UNROLLS = ('auto', 'full', 2)   # 2: a scan over chunks of 2 steps plus 1 unroll
 _RUNS = {}
 
 
-def _run_reference_case(case, unroll, ref_net, manifest, ref_dir):
+def _run_reference_case(case, unroll, ref_net, manifest, ref_dir, conv_algorithm='auto'):
   """Runs the sampler of a recorded case and caches the result per (case, layout).
 
   Layouts are keyed by the chunk size `unroll` resolves to on this backend: on CPU 'auto'
@@ -37,9 +37,9 @@ def _run_reference_case(case, unroll, ref_net, manifest, ref_dir):
   """
   config = manifest['_langevin'][case]['config']
   chunk = langevin.resolve_unroll(unroll, config['mcmc_steps'])
-  if (case, chunk) not in _RUNS:
-    ebm, ebm_vars = ref_net('ebm_sngan32')
-    gen, gen_vars = ref_net('gen_sngan32')
+  if (case, chunk, conv_algorithm) not in _RUNS:
+    ebm, ebm_vars = ref_net('ebm_sngan32', conv_algorithm=conv_algorithm)
+    gen, gen_vars = ref_net('gen_sngan32', conv_algorithm=conv_algorithm)
 
     @jax.jit
     def run(ev, gv, z, y):
@@ -47,9 +47,9 @@ def _run_reference_case(case, unroll, ref_net, manifest, ref_dir):
                              z, y, KEY, config, unroll=unroll)
 
     ref = _load_case(ref_dir, case)
-    _RUNS[case, chunk] = jax.tree_util.tree_map(
+    _RUNS[case, chunk, conv_algorithm] = jax.tree_util.tree_map(
         np.asarray, run(ebm_vars, gen_vars, ref['z_init'], ref['y_init']))
-  return _RUNS[case, chunk]
+  return _RUNS[case, chunk, conv_algorithm]
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,13 +62,16 @@ def _move_error(ours, ref, start):
   return np.abs(ours - ref).max() / np.abs(ref - start).max()
 
 
-@pytest.mark.parametrize('unroll', UNROLLS)
+@pytest.mark.parametrize('unroll,conv_algorithm', [(u, 'auto') for u in UNROLLS]
+                         + [('auto', 'winograd')])
 @pytest.mark.parametrize('case', ['synthesis', 'refine'])
-def test_reproduces_original_langevin_run(case, unroll, ref_net, manifest, ref_dir):
+def test_reproduces_original_langevin_run(case, unroll, conv_algorithm, ref_net, manifest,
+                                          ref_dir):
   """Moves of y, z and the images agree with the original to 1e-3 of their size,
-  images_init to 1e-5 and both gradient-norm diagnostics to 1e-5 relative."""
+  images_init to 1e-5 and both gradient-norm diagnostics to 1e-5 relative, in every loop
+  layout and with Winograd convolutions forced on (their input gradients included)."""
   ref = _load_case(ref_dir, case)
-  r = _run_reference_case(case, unroll, ref_net, manifest, ref_dir)
+  r = _run_reference_case(case, unroll, ref_net, manifest, ref_dir, conv_algorithm)
   err_y = _move_error(r.y, ref['y'], ref['y_init'])
   err_img = _move_error(r.images, ref['images'], ref['images_init'])
   err_init = np.abs(r.images_init - ref['images_init']).max() / np.abs(
@@ -85,7 +88,7 @@ def test_reproduces_original_langevin_run(case, unroll, ref_net, manifest, ref_d
       diag[k] = 0.0
     else:
       diag[k] = abs(float(getattr(r, k)) - float(ref[k])) / abs(float(ref[k]))
-  print(f'\n[conformance] langevin {case} unroll={unroll}: y {err_y:.3g} z {err_z:.3g} '
+  print(f'\n[conformance] langevin {case} unroll={unroll} {conv_algorithm}: y {err_y:.3g} z {err_z:.3g} '
         f'images {err_img:.3g} images_init {err_init:.3g} '
         f'grad_norm_latent {diag["grad_norm_latent"]:.3g} '
         f'grad_norm_res {diag["grad_norm_res"]:.3g}')

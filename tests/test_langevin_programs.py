@@ -99,8 +99,8 @@ def test_short_and_empty_samplers_on_concrete_arrays(steps):
 
 
 def test_host_loop_programs_on_cpu():
-  """`lower` lists the programs `sample` runs: start, chunks, one shorter chunk for the
-  remainder, finish; the calls cover every step."""
+  """`lower` lists the programs `sample` runs: start, chunks, a one-unit program run for
+  each step of the remainder, finish; the calls cover every step."""
   if jax.default_backend() != 'cpu':
     pytest.skip('the host loop is the CPU layout')
   progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=12), unroll=5)
@@ -108,8 +108,8 @@ def test_host_loop_programs_on_cpu():
   # Sequential joint: step 0's latent move is in `start`; 11 units = 2 x 5 + 1.
   assert names == [('start', 1), ('chunk5', 2), ('unit', 1), ('finish', 1)]
   progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=14), unroll=5)
-  # 13 units = 2 x 5 + 3: the remainder is one program, not three.
-  assert [(n, c) for n, _, c in progs] == [('start', 1), ('chunk5', 2), ('chunk3', 1),
+  # 13 units = 2 x 5 + 3: the remainder runs the one-unit program three times.
+  assert [(n, c) for n, _, c in progs] == [('start', 1), ('chunk5', 2), ('unit', 3),
                                            ('finish', 1)]
   progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=10, update_latents=False),
                          unroll=5)

@@ -281,3 +281,90 @@ def test_conv4x4_stride2_gradients_match_autodiff_of_the_plain_conv():
   np.testing.assert_allclose(out, out_ref, rtol=1e-6, atol=1e-6)
   for got, want in zip(vjp(ct), vjp_ref(ct)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- Winograd F(4x4, 3x3): same function, a quarter of the multiplies ---------------------
+
+def _max_rel(got, want):
+  return float(jnp.abs(got - want).max() / jnp.abs(want).max())
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (3, 12, 20, 16), (1, 4, 4, 1)])
+def test_winograd_conv3x3_and_its_gradients_equal_the_direct_conv(shape):
+  """Output, input gradient and kernel gradient of `winograd_conv3x3` equal those of
+  `lax.conv_general_dilated` (3x3 SAME) to float32 rounding, on square and oblong maps."""
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(kx, shape)
+  k = jax.random.normal(kk, (3, 3, shape[-1], 6))
+  ct = jax.random.normal(kc, shape[:-1] + (6,))
+  plain = lambda x, k: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
+      x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  out, vjp = jax.vjp(layers.winograd_conv3x3, x, k)
+  out_ref, vjp_ref = jax.vjp(plain, x, k)
+  assert _max_rel(out, out_ref) < 1e-5
+  for got, want in zip(vjp(ct), vjp_ref(ct)):
+    assert _max_rel(got, want) < 1e-5
+
+
+def test_winograd_conv_has_nn_conv_parameters_and_initial_values():
+  """`Conv3x3` is a drop-in for `nn.Conv`: same parameter tree, same initial values, so
+  checkpoints and the original's weights fit either."""
+  x = jnp.ones((1, 8, 8, 4))
+  for alg in ('winograd', 'winograd_large'):
+    a = layers.conv(5, 3, 'c', algorithm=alg).init(jax.random.PRNGKey(4), x)
+    b = layers.conv(5, 3, 'c', algorithm='direct').init(jax.random.PRNGKey(4), x)
+    assert isinstance(layers.conv(5, 3, 'c', algorithm=alg), layers.Conv3x3)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_winograd_applies_where_it_was_measured_faster():
+  """'winograd' takes every float32 map with sides divisible by 4; 'winograd_large' (CPU
+  'auto') only 16x16 or larger maps with 64 or more input and output channels."""
+  applies = layers.winograd_applies
+  assert applies((2, 8, 8, 3), 3, jnp.float32, 'winograd')
+  assert not applies((2, 6, 8, 3), 3, jnp.float32, 'winograd')
+  assert not applies((2, 8, 8, 3), 3, jnp.bfloat16, 'winograd')
+  assert not applies((2, 32, 32, 256), 256, jnp.float32, 'direct')
+  assert applies((2, 32, 32, 256), 256, jnp.float32, 'winograd_large')
+  assert applies((2, 16, 16, 64), 64, jnp.float32, 'winograd_large')
+  assert not applies((2, 8, 8, 256), 256, jnp.float32, 'winograd_large')
+  assert not applies((2, 32, 32, 256), 3, jnp.float32, 'winograd_large')
+  assert not applies((2, 32, 32, 3), 256, jnp.float32, 'winograd_large')
+
+
+def test_conv_algorithm_auto_is_winograd_on_cpu_only():
+  assert models.resolve_conv_algorithm('auto', 'cpu') == 'winograd_large'
+  assert models.resolve_conv_algorithm('auto', 'gpu') == 'direct'
+  assert models.resolve_conv_algorithm('auto', 'tpu') == 'direct'
+  assert models.resolve_conv_algorithm('winograd', 'tpu') == 'winograd'
+  with pytest.raises(ValueError, match="conv_algorithm must be one of"):
+    models.create('ebm_sngan32', ngf=8, conv_algorithm='fft')
+
+
+@pytest.mark.parametrize('name', ['ebm_sngan32', 'gen_sngan32', 'gen_decoder32',
+                                  'inf_encoder32'])
+def test_winograd_nets_compute_the_direct_nets_function(name, monkeypatch):
+  """At 64 channels `conv_algorithm='winograd_large'` runs some 3x3 convs by Winograd, and
+  the net's output and input gradient (what Langevin sampling uses) match direct convs.
+
+  Winograd's rounding (about 1e-5 of a conv's largest output, 10x direct's) switches a
+  ReLU whose input is that close to 0 more often, and each switch moves the gradient of
+  the few inputs under it: measured against float64, the decoder's input gradient is off
+  by 2e-6 at the median entry and by up to 8e-3 at the worst (the worst entries are where
+  a ReLU switched); 5e-4 in L2 (direct float32: 5e-7). So the bulk is held to 1e-5 and
+  the L2 norm to 2e-3."""
+  calls = []
+  real = layers.winograd_conv3x3
+  monkeypatch.setattr(layers, 'winograd_conv3x3', lambda x, k: calls.append(1) or real(x, k))
+  direct = models.create(name, ngf=64, conv_algorithm='direct')
+  wino = models.create(name, ngf=64, conv_algorithm='winograd_large')
+  variables = models.init_variables(direct, jax.random.PRNGKey(5))
+  x = jax.random.normal(jax.random.PRNGKey(6), (2,) + models.input_shape(direct))
+  w = jax.random.normal(jax.random.PRNGKey(7), jax.eval_shape(direct.apply, variables, x).shape)
+  f = lambda m: lambda x: jnp.vdot(m.apply(variables, x), w)  # pylint: disable=g-long-lambda
+  (v_d, g_d), (v_w, g_w) = (jax.value_and_grad(f(m))(x) for m in (direct, wino))
+  assert calls, 'no conv ran by Winograd'
+  assert abs(float(v_w - v_d)) / abs(float(v_d)) < 1e-4
+  diff = jnp.abs(g_w - g_d)
+  assert float(jnp.median(diff) / jnp.abs(g_d).mean()) < 1e-5
+  assert float(jnp.linalg.norm(g_w - g_d) / jnp.linalg.norm(g_d)) < 2e-3

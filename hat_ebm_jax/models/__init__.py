@@ -22,7 +22,7 @@ __all__ = ['create', 'NAMES', 'init_variables', 'input_shape', 'latent_shape', '
 
 
 def _ebm(name, n_blocks_down, extra_same):
-  def make(ngf, nch=3, dtype=jnp.float32):
+  def make(ngf, nch=3, dtype=jnp.float32, conv_algorithm='direct'):
     if n_blocks_down == 0:  # 32 px: stem down, block(down), block, block; all width ngf
       widths, downs = [ngf] * 4, [True, False, False]
     else:  # stem to ngf/16, then doubling blocks with down (and a same-width block)
@@ -31,14 +31,16 @@ def _ebm(name, n_blocks_down, extra_same):
       if extra_same:
         widths, downs = widths + [ngf], downs + [False]
     return EBM(widths=tuple(widths), downs=tuple(downs), nch=nch, dtype=dtype,
-               net_name=name)
+               net_name=name, conv_algorithm=conv_algorithm)
   return make
 
 
 def _gen(name, widths_fn):
-  def make(ngf, nz=128, nch=3, out_factor=1.0, bottom=4, dtype=jnp.float32):
+  def make(ngf, nz=128, nch=3, out_factor=1.0, bottom=4, dtype=jnp.float32,
+           conv_algorithm='direct'):
     return Generator(ngf=ngf, widths=tuple(widths_fn(ngf)), nz=nz, bottom=bottom,
-                     nch=nch, out_factor=out_factor, dtype=dtype, net_name=name)
+                     nch=nch, out_factor=out_factor, dtype=dtype, net_name=name,
+                     conv_algorithm=conv_algorithm)
   return make
 
 
@@ -51,10 +53,11 @@ _FACTORIES: Dict[str, Callable[..., nn.Module]] = {
     'gen_sngan128': _gen('gen_sngan128',
                          lambda n: [n, n // 2, n // 4, n // 8, n // 16]),
     'gen_decoder32': lambda ngf, nch=3, out_factor=2.0, latent_size=16,
-    dtype=jnp.float32: Decoder(ngf=ngf, nch=nch, out_factor=out_factor,
-                               latent_size=latent_size, dtype=dtype),
-    'inf_encoder32': lambda ngf, nch=3, dtype=jnp.float32: Encoder(
-        ngf=ngf, nch=nch, dtype=dtype),
+    dtype=jnp.float32, conv_algorithm='direct': Decoder(
+        ngf=ngf, nch=nch, out_factor=out_factor, latent_size=latent_size, dtype=dtype,
+        conv_algorithm=conv_algorithm),
+    'inf_encoder32': lambda ngf, nch=3, dtype=jnp.float32, conv_algorithm='direct': Encoder(
+        ngf=ngf, nch=nch, dtype=dtype, conv_algorithm=conv_algorithm),
     'ebm_toy': lambda ngf=128, dim=2, depth=3, input_scale=4.0, dtype=jnp.float32:
     MLPEnergy(hidden=ngf, depth=depth, dim=dim, input_scale=input_scale, dtype=dtype),
     'gen_toy': lambda ngf=128, nz=2, dim=2, depth=3, out_factor=1.0,
@@ -80,6 +83,25 @@ def _dtype(dtype: Any):
   return dtype
 
 
+CONV_ALGORITHMS = ('auto', 'direct', 'winograd')
+
+
+def resolve_conv_algorithm(algorithm: str, backend: str = None) -> str:
+  """`config.conv_algorithm` -> the nets' `conv_algorithm` (see `layers.conv`).
+
+  'auto': on CPU, Winograd F(4x4, 3x3) for the float32 3x3 convs where it was measured
+  faster ('winograd_large': maps of 16x16 or more, 64 or more channels), direct
+  elsewhere; on GPU and TPU direct (cuDNN and XLA:TPU choose their own algorithms).
+  'winograd': Winograd for every float32 3x3 conv on maps whose sides are multiples of 4.
+  'direct': `lax.conv_general_dilated` everywhere.
+  """
+  if algorithm in ('direct', 'winograd', 'winograd_large'):
+    return algorithm
+  if algorithm == 'auto':
+    return 'winograd_large' if (backend or jax.default_backend()) == 'cpu' else 'direct'
+  raise ValueError(f'conv_algorithm must be one of {CONV_ALGORITHMS}; got {algorithm!r}.')
+
+
 def create(name: str, **kwargs) -> nn.Module:
   """Builds the network `name` (see module docstring) with keyword overrides."""
   if name not in _FACTORIES:
@@ -93,6 +115,8 @@ def create(name: str, **kwargs) -> nn.Module:
   kwargs.setdefault('ngf', _DEFAULT_NGF[name])
   if 'dtype' in kwargs:
     kwargs['dtype'] = _dtype(kwargs['dtype'])
+  if 'conv_algorithm' in kwargs:
+    kwargs['conv_algorithm'] = resolve_conv_algorithm(kwargs['conv_algorithm'])
   if kwargs['ngf'] <= 0 or (name.startswith(('ebm_sngan64', 'ebm_sngan128',
                                              'gen_sngan64', 'gen_sngan128'))
                             and kwargs['ngf'] % 16):

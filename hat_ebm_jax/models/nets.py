@@ -34,16 +34,18 @@ class EBMBlock(nn.Module):
   stem: bool = False
   dtype: Any = jnp.float32
   input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
     in_dtype = self.input_dtype or self.dtype
+    alg = self.conv_algorithm
     h = x if self.stem else nn.relu(x)
-    h = layers.conv(self.features, 3, 'conv_1', in_dtype)(h)
+    h = layers.conv(self.features, 3, 'conv_1', in_dtype, alg)(h)
     if self.down:  # conv3 then pool, as one 4x4 stride-2 conv (4/9 of the work)
       h = layers.PooledConv(self.features, self.dtype, name='conv_2')(nn.relu(h))
     else:
-      h = layers.conv(self.features, 3, 'conv_2', self.dtype)(nn.relu(h))
+      h = layers.conv(self.features, 3, 'conv_2', self.dtype, alg)(nn.relu(h))
     sc = x
     needs_sc = x.shape[-1] != self.features or self.down
     # Pooling commutes with a 1x1 conv, so pool first (the original pools after the
@@ -66,18 +68,20 @@ class GenBlock(nn.Module):
   stem: bool = False
   dtype: Any = jnp.float32
   input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
     in_dtype = self.input_dtype or self.dtype
+    alg = self.conv_algorithm
     h = x
     if not self.stem:
       h = nn.relu(layers.batch_norm('bn_1', in_dtype)(h))
     if self.up:
       h = layers.upsample2x(h)
-    h = layers.conv(self.features, 3, 'conv_1', in_dtype)(h)
+    h = layers.conv(self.features, 3, 'conv_1', in_dtype, alg)(h)
     h = nn.relu(layers.batch_norm('bn_2', self.dtype)(h))
-    h = layers.conv(self.features, 3, 'conv_2', self.dtype)(h)
+    h = layers.conv(self.features, 3, 'conv_2', self.dtype, alg)(h)
     # The bilinear upsample is linear with weights summing to 1, so it commutes with a
     # 1x1 conv (bias included): run the 1x1 conv at the low resolution (1/4 of the work).
     sc = x
@@ -99,6 +103,7 @@ class EBM(nn.Module):
   nch: int = 3
   dtype: Any = jnp.float32
   net_name: str = 'ebm'
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
@@ -107,9 +112,11 @@ class EBM(nn.Module):
     # Mixed precision (`dtype` bfloat16): the layers reading the image and the final
     # average and dense stay float32 (they are cheap); the rest computes in `dtype`.
     h = EBMBlock(self.widths[0], down=True, stem=True, dtype=self.dtype,
-                 input_dtype=jnp.float32, name='conv_1')(x.astype(jnp.float32))
+                 input_dtype=jnp.float32, conv_algorithm=self.conv_algorithm,
+                 name='conv_1')(x.astype(jnp.float32))
     for i, (w, d) in enumerate(zip(self.widths[1:], self.downs)):
-      h = EBMBlock(w, down=d, dtype=self.dtype, name=f'block{i + 2}')(h)
+      h = EBMBlock(w, down=d, dtype=self.dtype, conv_algorithm=self.conv_algorithm,
+                   name=f'block{i + 2}')(h)
     h = jnp.mean(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = layers.dense(1, f'lin_{len(self.widths) + 1}', use_bias=False,
                        dtype=jnp.float32)(h)
@@ -130,6 +137,7 @@ class Generator(nn.Module):
   out_factor: float = 1.0
   dtype: Any = jnp.float32
   net_name: str = 'gen'
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, z):
@@ -142,10 +150,11 @@ class Generator(nn.Module):
                      dtype=jnp.float32)(z.astype(jnp.float32))
     h = h.reshape(z.shape[0], self.ngf, self.bottom, self.bottom).transpose(0, 2, 3, 1)
     for i, w in enumerate(self.widths):
-      h = GenBlock(w, up=True, dtype=self.dtype, name=f'block{i + 2}')(h)
+      h = GenBlock(w, up=True, dtype=self.dtype, conv_algorithm=self.conv_algorithm,
+                   name=f'block{i + 2}')(h)
     n = len(self.widths) + 2
     h = nn.relu(layers.batch_norm(f'bn_{n}', jnp.float32)(h.astype(jnp.float32)))
-    h = layers.conv(self.nch, 3, f'conv_{n}', jnp.float32)(h)
+    h = layers.conv(self.nch, 3, f'conv_{n}', jnp.float32, self.conv_algorithm)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -159,20 +168,22 @@ class Decoder(nn.Module):
   out_factor: float = 2.0
   dtype: Any = jnp.float32
   net_name: str = 'gen_decoder32'
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, z):
     if z.ndim != 4 or z.shape[1:] != (self.latent_size, self.latent_size, 1):
       raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.latent_size},'
                        f' {self.latent_size}, 1]; got shape {tuple(z.shape)}.')
+    alg = self.conv_algorithm
     h = z.astype(jnp.float32)  # layers reading z and the output layers: float32
     h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
-                 name='block1')(h)
-    h = GenBlock(self.ngf, up=True, dtype=self.dtype, name='block2')(h)
-    h = GenBlock(self.ngf, dtype=self.dtype, name='block3')(h)
-    h = GenBlock(self.ngf, dtype=self.dtype, name='block4')(h)
+                 conv_algorithm=alg, name='block1')(h)
+    h = GenBlock(self.ngf, up=True, dtype=self.dtype, conv_algorithm=alg, name='block2')(h)
+    h = GenBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block3')(h)
+    h = GenBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block4')(h)
     h = nn.relu(layers.batch_norm('bn_5', jnp.float32)(h.astype(jnp.float32)))
-    h = layers.conv(self.nch, 3, 'conv_5', jnp.float32)(h)
+    h = layers.conv(self.nch, 3, 'conv_5', jnp.float32, alg)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -186,17 +197,19 @@ class Encoder(nn.Module):
   nch: int = 3
   dtype: Any = jnp.float32
   net_name: str = 'inf_encoder32'
+  conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
     _check_images(x, self.nch, 2, self.net_name)
+    alg = self.conv_algorithm
     h = x.astype(jnp.float32)
     h = EBMBlock(self.ngf, down=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
-                 name='block1')(h)
-    h = EBMBlock(self.ngf, down=True, dtype=self.dtype, name='block2')(h)
-    h = EBMBlock(self.ngf, dtype=self.dtype, name='block3')(h)
-    h = EBMBlock(self.ngf, dtype=self.dtype, name='block4')(h)
-    z = layers.conv(1, 3, 'conv2latent', jnp.float32)(nn.relu(h).astype(jnp.float32))
+                 conv_algorithm=alg, name='block1')(h)
+    h = EBMBlock(self.ngf, down=True, dtype=self.dtype, conv_algorithm=alg, name='block2')(h)
+    h = EBMBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block3')(h)
+    h = EBMBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block4')(h)
+    z = layers.conv(1, 3, 'conv2latent', jnp.float32, alg)(nn.relu(h).astype(jnp.float32))
     dim = z.shape[1] * z.shape[2] * z.shape[3]
     norm = jnp.sqrt(jnp.sum(z ** 2, axis=(1, 2, 3), keepdims=True))
     return z * jnp.sqrt(float(dim)) / (norm + 1e-6)

@@ -19,7 +19,8 @@ class AutoencoderMode:
 
   def __init__(self, config):
     c = self.config = config
-    self.enc = models.create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype)
+    self.enc = models.create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype,
+                             conv_algorithm=c.conv_algorithm)
     self.dec = base.make_generator(c)
     self.txs = {'enc': optim.make_optimizer(c.inf_lr_info),
                 'dec': optim.make_optimizer(c.gen_lr_info)}

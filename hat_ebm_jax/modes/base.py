@@ -82,7 +82,8 @@ def make_generator(config):
   if c.gen_type == 'gen_toy':
     return models.create(c.gen_type, ngf=c.gen_ngf, nz=c.z_sz, out_factor=c.gen_factor,
                          dtype=c.dtype)
-  kw = dict(ngf=c.gen_ngf, nch=c.nch, out_factor=c.gen_factor, dtype=c.dtype)
+  kw = dict(ngf=c.gen_ngf, nch=c.nch, out_factor=c.gen_factor, dtype=c.dtype,
+            conv_algorithm=c.conv_algorithm)
   if c.gen_type.startswith('gen_sngan'):
     kw.update(nz=c.z_sz, bottom=c.gen_bottom)
   elif c.gen_type == 'gen_decoder32':
@@ -93,16 +94,22 @@ def make_generator(config):
   return models.create(c.gen_type, **kw)
 
 
+def make_ebm(config):
+  """The hat network `config.ebm_type` (conv EBM or toy MLP)."""
+  c = config
+  if c.ebm_type == 'ebm_toy':
+    return models.create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
+  return models.create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype,
+                       conv_algorithm=c.conv_algorithm)
+
+
 class HatEBMMode:
   """Shared pieces of the two Hat EBM modes (synthesis, joint): nets, Langevin, EBM step."""
 
   def __init__(self, config):
     self.config = config
     c = config
-    if c.ebm_type == 'ebm_toy':
-      self.ebm = models.create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
-    else:
-      self.ebm = models.create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype)
+    self.ebm = make_ebm(c)
     self.gen = make_generator(c)
     self.ebm_tx = optim.make_optimizer(c.ebm_lr_info, c.clip_ebm_grad, c.max_grad_norm)
     self.ebm_lr = optim.step_schedule(c.ebm_lr_info)
