@@ -256,12 +256,17 @@ def _unrolled_flops(e_fn, g_fn, z, y, key, scfg) -> float:
   return _flops(lowered.cost_analysis())
 
 
-def direct_conv_nets(config, nets):
-  """`nets` with their modules rebuilt for direct convolutions (same variables): the
-  programs whose cost analysis gives the model FLOPs behind MFU."""
-  ebm, ev, gen, gv = nets
+def runs_direct_convs(config) -> bool:
+  """Whether the nets of `config` run direct convolutions only (then the program's FLOPs
+  are the model's)."""
+  return models.resolve_conv_algorithm(config.conv_algorithm) == 'direct'
+
+
+def direct_conv_modules(config):
+  """(ebm, gen) modules with direct convolutions (the same variables fit): the programs
+  whose cost analysis gives the model FLOPs behind MFU."""
   c = _with(config, conv_algorithm='direct')
-  return base.make_ebm(c), ev, base.make_generator(c), gv
+  return base.make_ebm(c), base.make_generator(c)
 
 
 def _rates(flops: float, seconds: float, peak: Optional[float]):
@@ -286,10 +291,11 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
   else:
     run = lambda e, g, z, y, k: langevin.sample(e, g, z, y, k, scfg)  # pylint: disable=unnecessary-lambda-assignment
     programs = langevin.lower(e_fn, g_fn, z, y, key, scfg)
-  xla_flops = _unrolled_flops(e_fn, g_fn, z, y, key, scfg)
-  d_ebm, _, d_gen, _ = direct_conv_nets(config, nets)
-  flops = _unrolled_flops(langevin.nets(d_ebm, ev), langevin.nets(d_gen, gv), z, y, key,
-                          scfg)
+  xla_flops = flops = _unrolled_flops(e_fn, g_fn, z, y, key, scfg)
+  if not runs_direct_convs(config):
+    d_ebm, d_gen = direct_conv_modules(config)
+    flops = _unrolled_flops(langevin.nets(d_ebm, ev), langevin.nets(d_gen, gv), z, y, key,
+                            scfg)
   clock = compile_clock()
   before, t0 = clock.total, time.perf_counter()
   jax.block_until_ready(run(e_fn, g_fn, z, y, key))  # compiles
@@ -311,7 +317,8 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
              s_per_step=wall / steps, steps_per_s=steps / wall,
              s_per_step_runs=[round(w / steps, 5) for w in walls],
              compile_s=compile_s, flops_per_step=flops / steps, flops_per_s=fps, mfu=mfu,
-             xla_flops_per_step=xla_flops / steps, peak_flops=peak, peak_basis=basis, peak_memory_bytes=peak_memory_bytes(),
+             xla_flops_per_step=xla_flops / steps, peak_flops=peak, peak_basis=basis,
+             peak_memory_bytes=peak_memory_bytes(),
              layout=[[n, c] for n, _, c in programs], sampler_call=args.sampler_call,
              mcmc_unroll=str(scfg['mcmc_unroll']), mcmc_update=scfg['mcmc_update'])
   if jax.default_backend() == 'cpu':
@@ -391,7 +398,9 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   def unrolled_flops(**changes):
     unrolled = modes.create(_with(c, mcmc_unroll='full', **changes))
     return _flops(jax.jit(unrolled.train_step).lower(state, batch).cost_analysis())
-  flops, xla_flops = unrolled_flops(conv_algorithm='direct'), unrolled_flops()
+  xla_flops = flops = unrolled_flops()
+  if not runs_direct_convs(c):
+    flops = unrolled_flops(conv_algorithm='direct')
   if args.train_layout == 'jit':
     step = jax.jit(mode.train_step, donate_argnums=(0,))
   else:

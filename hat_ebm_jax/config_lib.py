@@ -164,9 +164,9 @@ def validate(config) -> None:
   if config.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float16'; got "
                      f'{config.dtype!r}.')
-  if config.conv_algorithm not in ('auto', 'direct', 'winograd'):
-    raise ValueError("config.conv_algorithm must be 'auto', 'direct' or 'winograd'; got "
-                     f'{config.conv_algorithm!r}.')
+  if config.conv_algorithm not in models.CONV_ALGORITHMS:
+    raise ValueError(f'config.conv_algorithm must be one of {models.CONV_ALGORITHMS}; '
+                     f'got {config.conv_algorithm!r}.')
 
 
 def load_config_file(path: str, *args) -> ml_collections.ConfigDict:

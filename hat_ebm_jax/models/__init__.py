@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hat_ebm_jax.models import layers
 from hat_ebm_jax.models.nets import (Decoder, EBM, Encoder, Generator, MLPEnergy,
                                      MLPGenerator, latent_shape)
 
@@ -95,7 +96,7 @@ def resolve_conv_algorithm(algorithm: str, backend: str = None) -> str:
   'winograd': Winograd for every float32 3x3 conv on maps whose sides are multiples of 4.
   'direct': `lax.conv_general_dilated` everywhere.
   """
-  if algorithm in ('direct', 'winograd', 'winograd_large'):
+  if algorithm in layers.CONV_ALGORITHMS:
     return algorithm
   if algorithm == 'auto':
     return 'winograd_large' if (backend or jax.default_backend()) == 'cpu' else 'direct'
