@@ -1,5 +1,6 @@
-"""Speed benchmarks: `python -m benchmarks.langevin` (this package) and
-`python -m benchmarks.tf_reference` (the original algorithm in TF2)."""
+"""Benchmarks: speed with `python -m benchmarks.langevin` (this package) and
+`python -m benchmarks.tf_reference` (the original algorithm in TF2); mixed precision's
+effect on a trained model with `python -m benchmarks.mixed_precision`."""
 
 import json
 from typing import Any, Callable, Dict

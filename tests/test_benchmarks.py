@@ -86,3 +86,56 @@ def test_model_flops_count_direct_convolutions_under_winograd(smoke_lines):
   assert line['xla_flops_per_step'] != line['flops_per_step']
   assert line['flops_per_step'] == default['flops_per_step']
   assert default['xla_flops_per_step'] == default['flops_per_step']  # ngf 8: direct
+
+
+# --- benchmarks/mixed_precision.py -----------------------------------------------------------
+
+
+def _precision_args(*flags):
+  from benchmarks import mixed_precision as mp  # pylint: disable=g-import-not-at-top
+  return mp, mp.parse_args(['--workdir=unused', *flags])
+
+
+def test_precision_summary_compares_means_against_the_first_dtype():
+  """`rel_change` is the dtype's mean over seeds against the reference's mean (positive =
+  worse), `within` applies `--max_rel_change` to it, and the per-seed changes are kept."""
+  mp, args = _precision_args('--seeds=0,1', '--max_rel_change=0.05')
+  runs = [dict(dtype='float32', seed=0, digits_fd_hat=6.0),
+          dict(dtype='float32', seed=1, digits_fd_hat=4.0),
+          dict(dtype='bfloat16', seed=0, digits_fd_hat=5.4),
+          dict(dtype='bfloat16', seed=1, digits_fd_hat=4.8)]
+  line = mp.summarize(runs, args)
+  ref, bf16 = line['dtypes']['float32'], line['dtypes']['bfloat16']
+  assert ref['mean'] == 5.0 and 'rel_change' not in ref
+  assert bf16['mean'] == pytest.approx(5.1) and bf16['min'] == 4.8 and bf16['max'] == 5.4
+  assert bf16['rel_change'] == pytest.approx(0.02) and bf16['within'] is True
+  assert bf16['rel_change_per_seed'] == pytest.approx([-0.1, 0.2])
+  runs[3]['digits_fd_hat'] = 5.4  # mean 5.4: 8% worse than float32
+  assert mp.summarize(runs, args)['dtypes']['bfloat16']['within'] is False
+
+
+def test_precision_args_need_two_dtypes():
+  from benchmarks import mixed_precision as mp  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    mp.parse_args(['--workdir=w', '--dtypes=float32'])
+
+
+def test_precision_smoke_trains_digits_in_both_dtypes(tmp_path):
+  """`--smoke`: 2-step digits trainings in float32 and bfloat16 through the entry point,
+  one JSON line per run with the run's digits_fd, then the summary line."""
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  t0 = time.time()
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.mixed_precision', '--smoke',
+                         f'--workdir={tmp_path}', '--parallel=2'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  print(f'\n[mixed precision smoke] {time.time() - t0:.1f}s')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')]
+  runs = [l for l in lines if l['bench'] == 'precision_run']
+  summary, = [l for l in lines if l['bench'] == 'precision']
+  assert sorted((r['dtype'], r['seed']) for r in runs) == [('bfloat16', 0), ('float32', 0)]
+  for r in runs:
+    assert r['digits_fd_hat'] > 0 and r['digits_fd_floor'] > 0
+    config = json.loads((tmp_path / f'{r["dtype"]}_s0' / 'config.json').read_text())
+    assert config['dtype'] == r['dtype'] and config['num_training_steps'] == 2
+  assert isinstance(summary['dtypes']['bfloat16']['within'], bool)

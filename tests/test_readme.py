@@ -93,6 +93,8 @@ COVERAGE = {
     'python -m benchmarks.langevin': 'tests/test_benchmarks.py::test_smoke_reports_every_bench',
     'python -m benchmarks.tf_reference':
         'tests/test_tf_reference.py::test_smoke_prints_well_formed_lines',
+    'python -m benchmarks.mixed_precision':
+        'tests/test_benchmarks.py::test_precision_smoke_trains_digits_in_both_dtypes',
     # Evaluation
     'python -m hat_ebm_jax.main --config=configs/eval_digits.py --workdir=runs/digits':
         HERE + 'test_digits_evaluation_writes_results_comparison_and_ood_tables',
