@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional
 import benchmarks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_FIELDS = ('bench', 'dtype', 'seed', 'workdir', 'wall_s')  # the rest: final metrics
 SMOKE_OVERRIDES = ('num_training_steps=2', 'mcmc_steps=2', 'plot_freq=2',
                    'num_final_samples=64')
 
@@ -99,7 +100,11 @@ def train_once(args, dtype: str, seed: int) -> Dict[str, Any]:
       tail = log.read()[-3000:]
     raise RuntimeError(f'{" ".join(argv)} exited {proc.returncode}; log '
                        f'{workdir}.log ends:\n{tail}')
-  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+  path = os.path.join(workdir, 'final_metrics.json')
+  if not os.path.isfile(path):
+    raise RuntimeError(f'{workdir} has no final_metrics.json: final metrics exist for '
+                       'digits and the 2D toys only; pick one of those configs.')
+  with open(path) as f:
     metrics = json.load(f)
   return dict(bench='precision_run', dtype=dtype, seed=seed, workdir=workdir,
               wall_s=round(wall, 1), **metrics)
@@ -109,6 +114,11 @@ def summarize(runs: List[Dict[str, Any]], args) -> Dict[str, Any]:
   """The `precision` line: the metric's mean per dtype and each dtype's change against
   the first (`args.dtypes[0]`), overall and per seed."""
   ref = args.dtypes[0]
+  for r in runs:
+    if args.metric not in r:
+      known = sorted(k for k in r if k not in RUN_FIELDS)
+      raise ValueError(f'--metric={args.metric!r} is not among the final metrics of '
+                       f'{r.get("workdir", "a run")}: {known}.')
   by = {d: {r['seed']: float(r[args.metric]) for r in runs if r['dtype'] == d}
         for d in args.dtypes}
   line: Dict[str, Any] = dict(bench='precision', config=args.config, metric=args.metric,

@@ -112,6 +112,9 @@ def test_precision_summary_compares_means_against_the_first_dtype():
   assert bf16['rel_change_per_seed'] == pytest.approx([-0.1, 0.2])
   runs[3]['digits_fd_hat'] = 5.4  # mean 5.4: 8% worse than float32
   assert mp.summarize(runs, args)['dtypes']['bfloat16']['within'] is False
+  args.metric = 'mmd_hat'
+  with pytest.raises(ValueError, match="'mmd_hat' is not among .*'digits_fd_hat'"):
+    mp.summarize(runs, args)
 
 
 def test_precision_args_need_two_dtypes():
