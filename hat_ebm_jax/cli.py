@@ -26,6 +26,7 @@ are all the user's. This module imports nothing of the package and no JAX.
 
 import contextlib
 import functools
+import re
 import sys
 from typing import Callable, Optional, Sequence, Type
 
@@ -75,25 +76,31 @@ def message(e: BaseException) -> str:
 
 
 def flag_error_message(e: BaseException, argv: Sequence[str]) -> Optional[str]:
-  """The user error behind an exception from absl flag parsing, or None if it is not
-  one. Covers absl's own errors (unknown flag, a value of the wrong type, a required
-  flag missing) and those `ml_collections.config_flags` raises while parsing: an unknown
-  `--config.<key>` (AttributeError with its "Did you mean"), a config file that does
-  not load."""
+  """The user error behind an exception of absl flag parsing, or None if it is not one.
+
+  Covers absl's own errors (an unknown flag, a value of the wrong type, a required flag
+  missing) and those of `ml_collections.config_flags`: an unknown `--config.<key>`
+  (an AttributeError or KeyError carrying ml_collections' "Did you mean") and a config
+  file that does not load (an OSError, raised at parsing or at the config's first use).
+  """
   from absl import flags  # pylint: disable=g-import-not-at-top
   if isinstance(e, flags.Error):
     return f'{e} (see --helpfull)'
+  text = str(e.args[0]) if e.args else str(e)
   if isinstance(e, (AttributeError, KeyError)) and any(
       a.startswith('--config.') for a in argv):
-    key = str(e.args[0] if e.args else e).strip('\'"')
-    name, _, hint = key.partition('\n')
-    name = name.strip('\'"')
-    return (f'Unknown config key {name!r} in the --config.<key> overrides. '
-            + (f'{hint.strip()} ' if hint else '')
+    key = re.search(r"'+([^'\\]+)", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    name = key.group(1) if key else text.splitlines()[0]
+    overrides = [a for a in argv if a.startswith(f'--config.{name}')]
+    return (f'Unknown config key {name!r}'
+            + (f' in {overrides[0]}' if overrides else '') + '. '
+            + (f'Did you mean {hint.group(1)!r}? ' if hint else '')
             + 'The known keys are those of hat_ebm_jax/config_lib.py:base_config().')
-  if isinstance(e, OSError) and 'config file' in str(e):
-    detail = ' '.join(str(e).split())
-    return f'{detail}. Pass --config=PATH of an existing config file (e.g. configs/tiny.py).'
+  if isinstance(e, OSError) and 'Failed loading config file' in text:
+    reason = text.strip().splitlines()[-1].strip()
+    return (f'Cannot load the config file: {reason}. Pass --config=PATH of a config '
+            'file, e.g. --config=configs/tiny.py.')
   return None
 
 
@@ -134,6 +141,11 @@ def run(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
       if flags.FLAGS.verbose:
         raise
       _fail(message(e))
+    except OSError as e:  # a config file that did not load, met at its first use
+      text = flag_error_message(e, sys.argv)
+      if text is None or flags.FLAGS.verbose:
+        raise
+      _fail(message(UserError(text)))
 
   app.run(wrapped, argv=list(argv) if argv is not None else None,
           flags_parser=_parse_flags)
