@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
@@ -271,6 +272,15 @@ def _restore_step(manager, step: int, state_like: Any, upgrades: Sequence[Upgrad
       f'(another architecture or mode?): {_mismatches(stored, _shapes(state_like))}')
 
 
+def _read_error(e: BaseException) -> str:
+  """A one-line reason for a failed read: TensorStore's status line if there is one."""
+  text = ' '.join(f'{x}' for x in (e, e.__cause__) if x is not None)
+  status = re.search(r'\b(OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|NOT_FOUND|'
+                     r'INVALID_ARGUMENT|UNKNOWN|INTERNAL): [^\n]*', text)
+  line = status.group(0) if status else text.strip().splitlines()[0] if text.strip() else ''
+  return f'{type(e).__name__}: {line[:300]}'
+
+
 def _all_agree(ok: bool) -> bool:
   """True iff `ok` on every process (a collective on several processes)."""
   if jax.process_count() == 1:
@@ -313,7 +323,7 @@ def restore(manager: ocp.CheckpointManager, state_like: Any,
       except DoesNotFitError:
         raise
       except Exception as e:  # pylint: disable=broad-except  # TensorStore, json, OS
-        problem = f'{type(e).__name__}: {str(e).splitlines()[0][:300]}'
+        problem = _read_error(e)
     if _all_agree(problem is None):
       return restored, s, skipped
     skipped[s] = problem or 'unreadable on another process'
