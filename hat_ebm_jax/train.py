@@ -95,6 +95,10 @@ def build(config, workdir: epath.Path):
   with cli.user_errors(ValueError):
     sharding.check_batch_divides(config.batch_size, mesh)
   checkpointing.check_workdir_config(workdir, config)
+  if config.restore_step is not None and not (workdir / 'checkpoints').exists():
+    raise cli.user_error(ValueError(
+        f'config.restore_step={config.restore_step}, but {workdir} has no checkpoints; '
+        'unset it to start a new run.'))
   mode = modes.create(config)
   state = mode.init_state(jax.random.PRNGKey(config.seed))
   state_sh = sharding.state_shardings(state, mesh)
@@ -108,10 +112,6 @@ def build(config, workdir: epath.Path):
       except BaseException:
         manager.close()
         raise
-  elif config.restore_step is not None:
-    raise cli.user_error(ValueError(
-        f'config.restore_step={config.restore_step}, but {workdir} has no checkpoints; '
-        'unset it to start a new run.'))
   return mode, mesh, state, state_sh, manager
 
 
