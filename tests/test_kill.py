@@ -10,6 +10,7 @@ every step and kills it at a moment drawn from a seeded RNG: either from the sta
 Restarts share JAX's persistent compilation cache, so they do not recompile.
 """
 
+import concurrent.futures
 import os
 import pathlib
 import re
@@ -50,9 +51,25 @@ def main_argv(workdir, steps, **overrides):
           f'--workdir={workdir}', *[f'--config.{k}={v}' for k, v in flags.items()]]
 
 
+STARTED = []  # every command a test started, killed at the end if it still runs
+
+
 def start(workdir, steps, cache, log, **overrides):
-  return subprocess.Popen(main_argv(workdir, steps, **overrides), cwd=REPO, env=env(cache),
-                          stdout=log.open('w'), stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(main_argv(workdir, steps, **overrides), cwd=REPO,
+                          env=env(cache), stdout=log.open('w'), stderr=subprocess.STDOUT)
+  STARTED.append(proc)
+  return proc
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_runs():
+  """A failing test leaves no training command running."""
+  yield
+  while STARTED:
+    proc = STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 def finalized_steps(workdir):
@@ -92,61 +109,78 @@ def cache(tmp_path_factory):
   return tmp_path_factory.mktemp('jax_cache')
 
 
-@pytest.mark.slow
-def test_kill_9_at_random_moments_loses_at_most_the_step_in_flight(tmp_path, cache):
-  """KILLS rounds of kill -9 (and SIGTERMS of SIGTERM), then a run to completion: it
-  equals an uninterrupted run of as many steps, to 1e-6 per tensor."""
-  rng = np.random.default_rng(SEED)
-  workdir, logs = tmp_path / 'killed', tmp_path / 'logs'
-  logs.mkdir()
-  t0 = time.time()
-  rounds = ['kill'] * KILLS + ['term'] * SIGTERMS
-  rng.shuffle(rounds)
-  lost, record = [], []
+def kill_rounds(workdir, logs, rounds, rng, cache):
+  """Runs `rounds` ('kill' or 'term') on `workdir`; returns one record per round."""
+  records = []
+  startup = 20.0  # seconds to the first step, measured below
   for i, how in enumerate(rounds):
-    log = logs / f'round_{i}.log'
+    log = logs / f'{workdir.name}_round_{i}.log'
     before = finalized_steps(workdir)
+    t0 = time.time()
     proc = start(workdir, 100000, cache, log)
     if how == 'term' or rng.random() < 0.7:  # training and saving
       assert wait_for(log, r'First step', proc), log.read_text()[-3000:]
+      startup = time.time() - t0
       delay, phase = float(rng.uniform(0.0, 3.0)), 'training'
-    else:  # imports, restore, moving steps aside, compiling
-      delay, phase = float(rng.uniform(0.0, 25.0)), 'start'
+    else:  # imports, restore, setting steps aside, loading the compiled programs
+      delay, phase = float(rng.uniform(0.0, startup)), 'start'
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL if how == 'kill' else signal.SIGTERM)
     rc = proc.wait(timeout=300)
     text = log.read_text(errors='replace')
     if how == 'term':
       assert rc == 0, text[-3000:]
-      assert_no_background_traceback(text, f'round {i} (SIGTERM)')
-    # The run resumed from the newest checkpoint of the round before, and lost at most
-    # the step it was computing: every step it finished is in a finalized checkpoint.
+      assert_no_background_traceback(text, f'{log.name} (SIGTERM)')
+    # The run resumed from the newest checkpoint the round before left, and lost at
+    # most the step it was computing: every step it finished but one is checkpointed.
     if 'Resuming from' in text:
       assert resumed_step(log) == before[-1], (before, text[-3000:])
     after = finalized_steps(workdir)
-    done = last_logged_step(log)
-    lost.append(max(0, done - (after[-1] if after else 0)))
-    record.append((how, phase, round(delay, 2), before[-1] if before else 0,
-                   after[-1] if after else 0))
+    latest = after[-1] if after else 0
+    records.append(dict(how=how, phase=phase, delay_s=round(delay, 2),
+                        latest_before=before[-1] if before else 0, latest_after=latest,
+                        lost=max(0, last_logged_step(log) - latest)))
+  return records
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_at_most_the_step_in_flight(tmp_path, cache):
+  """KILLS rounds of kill -9 and SIGTERMS of SIGTERM on two workdirs at once (one per
+  core), then a run of each to completion: it equals an uninterrupted run of as many
+  steps, to 1e-6 per tensor."""
+  logs = tmp_path / 'logs'
+  logs.mkdir()
+  rounds = ['kill'] * KILLS + ['term'] * SIGTERMS
+  np.random.default_rng(SEED).shuffle(rounds)
+  lanes = {tmp_path / 'killed_a': rounds[0::2], tmp_path / 'killed_b': rounds[1::2]}
+  t0 = time.time()
+  with concurrent.futures.ThreadPoolExecutor(len(lanes)) as pool:
+    futures = {w: pool.submit(kill_rounds, w, logs, r, np.random.default_rng([SEED, i]),
+                              cache) for i, (w, r) in enumerate(lanes.items())}
+    records = {w.name: f.result() for w, f in futures.items()}
   t_kills = time.time() - t0
-  final_step = finalized_steps(workdir)[-1] + 2
-  final_log, ref_log = logs / 'final.log', logs / 'reference.log'
-  final = start(workdir, final_step, cache, final_log)
-  reference = start(tmp_path / 'reference', final_step, cache, ref_log)
-  assert final.wait(timeout=900) == 0, final_log.read_text()[-4000:]
-  assert reference.wait(timeout=900) == 0, ref_log.read_text()[-4000:]
-  for log in (final_log, ref_log):
+  final_step = max(finalized_steps(w)[-1] for w in lanes) + 2
+  runs = {w: start(w, final_step, cache, logs / f'{w.name}_final.log') for w in lanes}
+  runs[tmp_path / 'reference'] = start(tmp_path / 'reference', final_step, cache,
+                                       logs / 'reference.log')
+  for w, proc in runs.items():
+    log = logs / (f'{w.name}_final.log' if w in lanes else 'reference.log')
+    assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     assert_no_background_traceback(log.read_text(), log.name)
-  print(f'{KILLS} kill -9 and {SIGTERMS} SIGTERM rounds in {t_kills:.0f}s, then a rerun '
-        f'to step {final_step} ({time.time() - t0 - t_kills:.0f}s); rounds (how, phase, '
-        f'delay s, latest before, latest after): {record}; steps lost per round: {lost}')
-  assert max(lost) <= OVERRIDES['checkpoint_freq'], lost
-  assert final_step > KILLS // 2  # the kills let the run progress
-  a = checkpointing.restore_raw(workdir)
+  all_records = [r for rs in records.values() for r in rs]
+  print(f'{KILLS} kill -9 and {SIGTERMS} SIGTERM rounds in {t_kills:.0f}s, then reruns '
+        f'to step {final_step} ({time.time() - t0 - t_kills:.0f}s):')
+  for name, rs in records.items():
+    for r in rs:
+      print(f'  {name}: {r}')
+  assert sum(r['how'] == 'kill' for r in all_records) == KILLS
+  assert max(r['lost'] for r in all_records) <= OVERRIDES['checkpoint_freq']
   b = checkpointing.restore_raw(tmp_path / 'reference')
-  assert int(a['step']) == int(b['step']) == final_step
-  assert max_rel_diff_per_tensor(a['params'], b['params']) <= 1e-6
-  assert max_rel_diff_per_tensor(a['bank'], b['bank']) <= 1e-6
+  for w in lanes:
+    a = checkpointing.restore_raw(w)
+    assert int(a['step']) == int(b['step']) == final_step
+    assert max_rel_diff_per_tensor(a['params'], b['params']) <= 1e-6
+    assert max_rel_diff_per_tensor(a['bank'], b['bank']) <= 1e-6
 
 
 @pytest.fixture(scope='module')
