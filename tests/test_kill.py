@@ -106,7 +106,9 @@ def assert_no_background_traceback(text, what):
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('jax_cache')
+  """JAX's persistent compilation cache of the commands ($HAT_EBM_TEST_JAX_CACHE to keep
+  one between test sessions)."""
+  return os.environ.get('HAT_EBM_TEST_JAX_CACHE') or tmp_path_factory.mktemp('jax_cache')
 
 
 def kill_rounds(workdir, logs, rounds, rng, cache):
@@ -122,7 +124,20 @@ def kill_rounds(workdir, logs, rounds, rng, cache):
       assert wait_for(log, r'First step', proc), log.read_text()[-3000:]
       if i:  # (round 0 compiles)
         startup = time.time() - t0
-      delay, phase = float(rng.uniform(0.0, 3.0)), 'training'
+      # Let 1 or 2 more checkpoints finalize, then kill at a random moment of the
+      # next step + save (drawn over the time the last one took).
+      target = (before[-1] if before else 0) + int(rng.integers(1, 3))
+      latest, t_last, interval = -1, time.time(), 1.0
+      while proc.poll() is None:
+        steps = finalized_steps(workdir)
+        if (steps[-1] if steps else 0) != latest:
+          if latest >= 0:
+            interval = time.time() - t_last
+          latest, t_last = (steps[-1] if steps else 0), time.time()
+        if latest >= target:
+          break
+        time.sleep(0.02)
+      delay, phase = float(rng.uniform(0.0, interval)), 'training'
     else:  # imports, restore, setting steps aside, loading the compiled programs
       delay, phase = float(rng.uniform(0.0, startup)), 'start'
     time.sleep(delay)
