@@ -295,8 +295,8 @@ def restore(manager: ocp.CheckpointManager, state_like: Any,
             ) -> Tuple[Any, int, Dict[int, str]]:
   """Restores the newest checkpoint that restores completely (or exactly `step`).
 
-  Into the structure and shardings of `state_like` (None: as stored, numpy); a checkpoint of an older layout is
-  read through `upgrades`. Steps are tried newest first; one that is incomplete, fails
+  Into the structure and shardings of `state_like` (None: as stored, numpy); a
+  checkpoint of an older layout is read through `upgrades`. Steps are tried newest first; one that is incomplete, fails
   its checksums or fails to read is skipped (logged, and returned in `skipped` as
   {step: reason}; nothing on disk is changed here). On several processes every process
   calls it and all take the same step: a step is used only if it restored on all.

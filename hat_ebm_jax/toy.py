@@ -52,8 +52,9 @@ def fit_weak_generator(config, steps: int = WEAK_STEPS, batch_size: int = 256,
   from hat_ebm_jax.modes import base  # pylint: disable=g-import-not-at-top
   if config.dataset not in config_lib.TOY_DATASETS:
     raise cli.user_error(ValueError(
-        f'pretrain_weak_generator is for the 2D toys ({", ".join(config_lib.TOY_DATASETS)});'
-        f' got config.dataset={config.dataset!r}. Pass a toy config, e.g. '
+        'pretrain_weak_generator is for the 2D toys '
+        f'({", ".join(config_lib.TOY_DATASETS)}); got config.dataset={config.dataset!r}. '
+        'Pass a toy config, e.g. '
         '--config=configs/toy2d.py:refine.'))
   module = base.make_generator(config)
   nz = models.latent_shape(module)

@@ -185,7 +185,8 @@ def run(config, workdir: str) -> Dict[str, Any]:
         if not bool(metrics['finite']):
           raise DivergenceError(
               f'Training diverged at step {step + 1}: non-finite '
-              f'{_first_non_finite(metrics)} ({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
+              f'{_first_non_finite(metrics)} '
+              f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
               f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
               'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
         step += 1

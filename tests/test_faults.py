@@ -197,7 +197,8 @@ def resume(workdir, restore_step=None, keep=5):
   config = ml_collections.ConfigDict({'restore_step': restore_step,
                                       'keep_checkpoints': keep})
   manager = checkpointing.create_manager(epath.Path(workdir), keep)
-  return train._resume(config, epath.Path(workdir), manager, _Mode(), small_state(0))  # pylint: disable=protected-access
+  resume_fn = train._resume  # pylint: disable=protected-access
+  return resume_fn(config, epath.Path(workdir), manager, _Mode(), small_state(0))
 
 
 def test_training_resumes_from_the_newest_good_step_and_moves_the_damaged_one(tmp_path):
