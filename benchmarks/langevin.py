@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import checkpointing, config_lib, langevin, models, modes, sharding, train
+from hat_ebm_jax import (checkpointing, cli, config_lib, langevin, models, modes, sharding,
+                         train)
 from hat_ebm_jax.modes import base
 
 import benchmarks
@@ -202,6 +203,10 @@ def load_config(args):
   path = args.config
   if not os.path.exists(path):
     path = os.path.join(REPO, 'configs', f'{args.config}.py')
+  if not os.path.isfile(path):
+    raise cli.user_error(FileNotFoundError(
+        f'No config {args.config!r}: neither a file nor {path}. Pass a config file or the '
+        'name of one in configs/ (e.g. --config=cifar10_synth).'))
   config = config_lib.load_config_file(path)
   config.batch_size = args.batch_size
   if args.dtype:
@@ -474,7 +479,8 @@ def run(args) -> List[Dict[str, Any]]:
   compile_kinds = [k for k in args.compile_samplers.split(',') if k] if compile_steps else []
   for k in kinds + train_modes + compile_kinds:
     if k not in ('synthesis', 'joint'):
-      raise ValueError(f"samplers/train_modes take 'synthesis' and 'joint'; got {k!r}.")
+      raise cli.user_error(ValueError(
+          f"samplers/train_modes take 'synthesis' and 'joint'; got {k!r}."))
   nets = make_nets(config, jax.random.PRNGKey(args.seed)) if (
       kinds or (compile_steps and compile_kinds)) else None
   for kind in kinds:
@@ -496,4 +502,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.exit_on_user_error(main)

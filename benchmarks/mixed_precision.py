@@ -35,6 +35,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import benchmarks
+from hat_ebm_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_FIELDS = ('bench', 'dtype', 'seed', 'workdir', 'wall_s')  # the rest: final metrics
@@ -80,7 +81,9 @@ def config_path(name: str) -> str:
     return os.path.abspath(name)
   path = os.path.join(REPO, 'configs', f'{name}.py')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'No config {name!r}: neither a file nor {path}.')
+    raise cli.user_error(FileNotFoundError(
+        f'No config {name!r}: neither a file nor {path}. Pass a config file or the name '
+        'of one in configs/.'))
   return path
 
 
@@ -102,8 +105,9 @@ def train_once(args, dtype: str, seed: int) -> Dict[str, Any]:
                        f'{workdir}.log ends:\n{tail}')
   path = os.path.join(workdir, 'final_metrics.json')
   if not os.path.isfile(path):
-    raise RuntimeError(f'{workdir} has no final_metrics.json: final metrics exist for '
-                       'digits and the 2D toys only; pick one of those configs.')
+    raise cli.user_error(RuntimeError(
+        f'{workdir} has no final_metrics.json: final metrics exist for digits and the 2D '
+        'toys only; pick one of those configs.'))
   with open(path) as f:
     metrics = json.load(f)
   return dict(bench='precision_run', dtype=dtype, seed=seed, workdir=workdir,
@@ -117,8 +121,9 @@ def summarize(runs: List[Dict[str, Any]], args) -> Dict[str, Any]:
   for r in runs:
     if args.metric not in r:
       known = sorted(k for k in r if k not in RUN_FIELDS)
-      raise ValueError(f'--metric={args.metric!r} is not among the final metrics of '
-                       f'{r.get("workdir", "a run")}: {known}.')
+      raise cli.user_error(ValueError(
+          f'--metric={args.metric!r} is not among the final metrics of '
+          f'{r.get("workdir", "a run")}: {known}.'))
   by = {d: {r['seed']: float(r[args.metric]) for r in runs if r['dtype'] == d}
         for d in args.dtypes}
   line: Dict[str, Any] = dict(bench='precision', config=args.config, metric=args.metric,
@@ -170,4 +175,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.exit_on_user_error(main)

@@ -52,6 +52,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import benchmarks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hat_ebm_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NZ = 128
 IMAGE_SHAPE = (32, 32, 3)
@@ -371,7 +372,8 @@ def run(args) -> List[Dict[str, Any]]:
   kinds = [k for k in args.samplers.split(',') if k]
   for k in kinds:
     if k not in ('synthesis', 'joint'):
-      raise ValueError(f"--samplers takes 'synthesis' and 'joint'; got {k!r}.")
+      raise cli.user_error(ValueError(
+          f"--samplers takes 'synthesis' and 'joint'; got {k!r}."))
   if args.intra_op_threads:
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
   if args.inter_op_threads:
@@ -391,4 +393,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.exit_on_user_error(main)

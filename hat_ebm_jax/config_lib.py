@@ -81,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.plot_freq = 500
   c.checkpoint_freq = 1000  # new
   c.keep_checkpoints = 3  # new
+  c.restore_step = ml_collections.config_dict.placeholder(int)  # new: resume from this step (None = newest complete)
   c.num_plot_samples = 64  # new
   c.num_final_samples = 256  # new: samples written to samples/final.npz
   c.final_metrics = False  # new: compute digits_fd / MMD at the end of training

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from hat_ebm_jax import models
+from hat_ebm_jax import cli, models
 
 _SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
 _LEAF = {'kernel': ('params', 'kernel'), 'bias': ('params', 'bias'),
@@ -147,14 +147,15 @@ def main(argv):
   kwargs = {k: getattr(f, k) for k in ('ngf', 'nz', 'nch') if getattr(f, k) is not None}
   if f.out_factor is not None:
     kwargs['out_factor'] = f.out_factor
-  module, variables = from_tf_checkpoint(f.tf_checkpoint, f.net, **kwargs)
+  with cli.user_errors(ValueError, FileNotFoundError):  # unreadable or another net
+    module, variables = from_tf_checkpoint(f.tf_checkpoint, f.net, **kwargs)
   path = checkpointing.save_pretrained(f.out, f.net, net_kwargs(module), variables)
   n = sum(np.size(v) for v in jax.tree_util.tree_leaves(variables.get('params', {})))
   print(f'Wrote {f.net} ({n:,} trainable parameters) to {path}')
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('tf_checkpoint', None, 'TF checkpoint prefix (.../ckpt).')
   flags.DEFINE_enum('net', None, list(models.NAMES), 'Net the checkpoint holds.')
   flags.DEFINE_integer('ngf', None, 'Width (read off the checkpoint if omitted).')
@@ -163,4 +164,4 @@ if __name__ == '__main__':
   flags.DEFINE_float('out_factor', None, 'Generator output factor (gen_factor).')
   flags.DEFINE_string('out', None, 'Output directory (must not exist or be empty).')
   flags.mark_flags_as_required(['tf_checkpoint', 'net', 'out'])
-  app.run(main)
+  cli.run(main)

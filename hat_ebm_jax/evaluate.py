@@ -42,11 +42,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, config_lib, input_pipeline, metrics, modes,
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, metrics, modes,
                          sharding, visualize)
 from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.modes import base
@@ -213,13 +212,6 @@ def _prepare_fid(config, workdir: epath.Path, mesh) -> Tuple[Callable, str]:
 # ------------------------------------------------------------------ model
 
 
-def _read_only_manager(ckpt_dir: epath.Path) -> ocp.CheckpointManager:
-  path = ckpt_dir / 'checkpoints'
-  path = path if '://' in str(path) else path.resolve()
-  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
-      create=False, read_only=True))
-
-
 def _abstract_state(mode, mesh) -> Any:
   """`ShapeDtypeStruct`s of `mode.init_state` (nothing computed) placed on `mesh`:
   replicated, except the synthesis bank, split along `data` when its size divides over
@@ -238,25 +230,36 @@ def _abstract_state(mode, mesh) -> Any:
 
 def _restore_run(mode, train_cfg, ckpt_dir: epath.Path, step: Optional[int], mesh):
   """Restores a run checkpoint into `mode`'s state structure. Returns (state, step)."""
-  manager = _read_only_manager(ckpt_dir)
+  manager = checkpointing.read_only_manager(ckpt_dir)
+  try:
+    return _restore_newest(manager, mode, train_cfg, ckpt_dir, step, mesh)
+  finally:
+    manager.close()
+
+
+def _restore_newest(manager, mode, train_cfg, ckpt_dir, step, mesh):
   steps = list(manager.all_steps())
   if not steps:
-    raise FileNotFoundError(
+    raise cli.user_error(FileNotFoundError(
         f'No checkpoint in {ckpt_dir}/checkpoints. Train first, point '
         '--config.eval_ckpt_dir at a training workdir, or evaluate imported weights with '
-        '--config.ebm_weights and --config.gen_weights.')
-  step = max(steps) if step is None else int(step)
-  if step not in steps:
-    raise ValueError(f'config.eval_ckpt_step={step} is not in {ckpt_dir}/checkpoints; '
-                     f'available steps: {sorted(steps)}.')
+        '--config.ebm_weights and --config.gen_weights.'))
+  if step is not None and int(step) not in steps:
+    raise cli.user_error(ValueError(
+        f'config.eval_ckpt_step={step} is not in {ckpt_dir}/checkpoints; available '
+        f'steps: {sorted(steps)}.'))
   try:
     abstract = _abstract_state(mode, mesh)
   except FileNotFoundError as e:
-    raise FileNotFoundError(
+    raise cli.user_error(FileNotFoundError(
         f'Rebuilding the joint run\'s state needs its generator at config.gen_weights='
         f'{train_cfg.gen_weights!r} (its values are then replaced by the checkpoint\'s): '
-        f'{e} Set --config.gen_weights to where that generator is now.') from e
-  return checkpointing.restore(manager, abstract, step, mode.checkpoint_upgrades), step
+        f'{e} Set --config.gen_weights to where that generator is now.')) from e
+  # The newest step that restores completely, as training resumes; unreadable ones are
+  # skipped and left where they are (evaluation never changes a training workdir).
+  state, step, _ = checkpointing.restore(
+      manager, abstract, None if step is None else int(step), mode.checkpoint_upgrades)
+  return state, step
 
 
 def _imported_state(mode, train_cfg, mesh) -> base.TrainState:

@@ -12,12 +12,16 @@ initialised from the flags below, from SLURM's variables, or automatically on Cl
   flag, see `launch/slurm_gpu.sbatch`.
 
 Every process runs the same command; process 0 writes logs, summaries and samples.
+A mistake in the flags, the config or the files they name stops with one line and exit
+code 2 (`hat_ebm_jax.cli`); `--verbose` shows its traceback.
 """
 
 import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from hat_ebm_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -89,4 +93,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

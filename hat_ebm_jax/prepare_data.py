@@ -16,7 +16,6 @@ train with the same `--config.data_dir`.
 """
 
 import os
-import sys
 from typing import Optional
 
 from absl import app
@@ -24,7 +23,7 @@ from absl import flags
 from etils import epath
 import tensorflow_datasets as tfds
 
-from hat_ebm_jax import input_pipeline
+from hat_ebm_jax import cli, input_pipeline
 from hat_ebm_jax.datasets import digits_tfds
 
 _DATASET = flags.DEFINE_enum(
@@ -94,12 +93,10 @@ def prepare(dataset: str, data_dir: Optional[str] = None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
+  with cli.user_errors(input_pipeline.DatasetNotFoundError):
     prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
-  except input_pipeline.DatasetNotFoundError as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('dataset')
-  app.run(main)
+  cli.run(main)

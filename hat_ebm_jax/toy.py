@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hat_ebm_jax import checkpointing, config_lib, convert, models
+from hat_ebm_jax import checkpointing, cli, config_lib, convert, models
 from hat_ebm_jax.datasets import toy2d
 
 # Kernel widths of the weak generator's MMD loss: wide enough to place the mass, too wide
@@ -51,8 +51,11 @@ def fit_weak_generator(config, steps: int = WEAK_STEPS, batch_size: int = 256,
   """
   from hat_ebm_jax.modes import base  # pylint: disable=g-import-not-at-top
   if config.dataset not in config_lib.TOY_DATASETS:
-    raise ValueError(f'pretrain_weak_generator is for the 2D toys '
-                     f'({", ".join(config_lib.TOY_DATASETS)}); got {config.dataset!r}.')
+    raise cli.user_error(ValueError(
+        'pretrain_weak_generator is for the 2D toys '
+        f'({", ".join(config_lib.TOY_DATASETS)}); got config.dataset={config.dataset!r}. '
+        'Pass a toy config, e.g. '
+        '--config=configs/toy2d.py:refine.'))
   module = base.make_generator(config)
   nz = models.latent_shape(module)
   key = jax.random.PRNGKey(config.seed + 7)
@@ -151,11 +154,11 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Toy config, e.g. '
                                   'configs/toy2d.py:refine (same as for the joint run).')
   flags.DEFINE_string('out', None, 'Output directory (must not exist or be empty).')
   flags.DEFINE_integer('steps', WEAK_STEPS, 'MMD fitting steps.')
   flags.mark_flags_as_required(['config', 'out'])
-  app.run(main)
+  cli.run(main)

@@ -4,6 +4,7 @@ divergence guard. It knows a mode only through `init_state`, `train_step` and `s
 """
 
 import json
+import os
 import signal
 import threading
 import time
@@ -15,12 +16,14 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, config_lib, input_pipeline, langevin, modes,
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, langevin, modes,
                          sharding, visualize)
 
 
-class DivergenceError(RuntimeError):
-  """A non-finite loss or energy: the run stops, the last good checkpoint stays latest."""
+class DivergenceError(cli.UserError, RuntimeError):
+  """A non-finite loss or energy: the run stops, the last good checkpoint stays latest.
+
+  (A user error for the command line: one line naming the step and what to change.)"""
 
 
 class _Preemption:
@@ -53,17 +56,49 @@ def _first_non_finite(metrics: Dict[str, np.ndarray]) -> str:
   return ', '.join(bad) or 'a loss or energy'
 
 
+def check_workdir(workdir: epath.Path) -> None:
+  """Raises a user error unless `workdir` is (or can become) a writable directory.
+
+  Local paths only (a `gs://` bucket is checked by its first write).
+  """
+  if '://' in str(workdir):
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise cli.user_error(NotADirectoryError(
+        f'--workdir={workdir} is a file, not a directory; pass a new or existing '
+        'directory.'))
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise cli.user_error(NotADirectoryError(
+        f'--workdir={workdir} lies under the file {parent}; pass a directory path.'))
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise cli.user_error(PermissionError(
+        f'--workdir={workdir} is not writable ({parent} does not allow writing); pass a '
+        'directory you can write to.'))
+
+
 def build(config, workdir: epath.Path):
   """Validates everything, then creates the mode, mesh, manager and (restored) state.
 
   All checks that can fail (config, dataset, devices, workdir experiment, pretrained
   weights, checkpoint architecture) run before anything is written to `workdir`.
   """
-  config_lib.validate(config)
-  input_pipeline.check_available(config)
+  with cli.user_errors(ValueError):  # every check here is about the config's values
+    config_lib.validate(config)
+  check_workdir(workdir)
+  with cli.user_errors(input_pipeline.DatasetNotFoundError):
+    input_pipeline.check_available(config)
   mesh = sharding.create_mesh()
-  sharding.check_batch_divides(config.batch_size, mesh)
+  with cli.user_errors(ValueError):
+    sharding.check_batch_divides(config.batch_size, mesh)
   checkpointing.check_workdir_config(workdir, config)
+  if config.restore_step is not None and not (workdir / 'checkpoints').exists():
+    raise cli.user_error(ValueError(
+        f'config.restore_step={config.restore_step}, but {workdir} has no checkpoints; '
+        'unset it to start a new run.'))
   mode = modes.create(config)
   state = mode.init_state(jax.random.PRNGKey(config.seed))
   state_sh = sharding.state_shardings(state, mesh)
@@ -71,10 +106,33 @@ def build(config, workdir: epath.Path):
   manager = None
   if (workdir / 'checkpoints').exists():
     manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
-    if manager.latest_step() is not None:
-      logging.info('Resuming from %s (step %d).', workdir, manager.latest_step())
-      state = checkpointing.restore(manager, state, upgrades=mode.checkpoint_upgrades)
+    if manager.all_steps() or config.restore_step is not None:
+      try:
+        state, manager = _resume(config, workdir, manager, mode, state)
+      except BaseException:
+        manager.close()
+        raise
   return mode, mesh, state, state_sh, manager
+
+
+def _resume(config, workdir, manager, mode, state):
+  """Restores the newest complete checkpoint (or `config.restore_step`).
+
+  Unreadable newer steps are moved to `checkpoints/unreadable/`, and when an older step
+  is pinned the newer ones go to `checkpoints/superseded/`: never deleted, and out of
+  the way of the steps this run saves and of the `keep_checkpoints` clean-up. Returns
+  `(state, manager)`, the manager re-created when steps were moved.
+  """
+  state, step, skipped = checkpointing.restore(
+      manager, state, config.restore_step, upgrades=mode.checkpoint_upgrades)
+  logging.info('Resuming from %s (step %d).', workdir, step)
+  newer = [s for s in manager.all_steps() if s > step and s not in skipped]
+  if skipped or newer:
+    checkpointing.set_aside(manager, sorted(skipped), checkpointing.UNREADABLE)
+    checkpointing.set_aside(manager, newer, checkpointing.SUPERSEDED)
+    manager.close()
+    manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  return state, manager
 
 
 def run(config, workdir: str) -> Dict[str, Any]:
@@ -87,82 +145,102 @@ def run(config, workdir: str) -> Dict[str, Any]:
   sharding.configure_jax()
   workdir = epath.Path(workdir)
   mode, mesh, state, state_sh, manager = build(config, workdir)
-  sharding.sync('hat_ebm_built')  # every process has read the workdir before any writes
-  checkpointing.write_workdir_config(workdir, config)
-  if manager is None:
-    manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
-  start = int(jax.device_get(state.step))
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_chief)
-  if start == 0:
-    writer.write_hparams({k: v for k, v in config.to_dict().items()
-                          if isinstance(v, (int, float, str, bool))})
-
-  batch_sh = sharding.batch_sharded(mesh)
-  train_step = make_train_step(mode, mesh, state_sh, batch_sh)
-  data = input_pipeline.create_iterator(
-      config, start_step=start, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  report = periodic_actions.ReportProgress(num_train_steps=config.num_training_steps,
-                                           writer=writer, every_steps=config.log_freq)
-  multiprocess = jax.process_count() > 1
-  preemption = _Preemption(install=not multiprocess)
-  sums: Dict[str, float] = {}
-  count = 0
-  last: Dict[str, Any] = {}
-  batch = None
-  step = start
-  t_log = time.time()
+  writer = None
   try:
-    while step < config.num_training_steps:
-      local = next(data)
-      batch = sharding.host_to_global(local, mesh)
-      t0 = time.time()
-      state, metrics = train_step(state, batch)
-      metrics = jax.device_get(metrics)
-      if step == start:
-        logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
-      if not bool(metrics['finite']):
-        raise DivergenceError(
-            f'Training diverged at step {step + 1}: non-finite {_first_non_finite(metrics)}'
-            f' ({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
-            f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
-            'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
-      step += 1
-      last = metrics
-      for k, v in metrics.items():
-        if k != 'finite':
-          sums[k] = sums.get(k, 0.0) + float(np.mean(v))
-      count += 1
-      report(step)
-      if step % config.log_freq == 0 or step == config.num_training_steps:
-        now = time.time()
-        scalars = {k: v / count for k, v in sums.items()}
-        scalars['time_per_batch'] = (now - t_log) / count
-        writer.write_scalars(step, scalars)
-        sums, count, t_log = {}, 0, now
-      if getattr(mode, 'eval_every', 0) and step % mode.eval_every == 0:
-        writer.write_scalars(step, _evaluate(mode, config, state, state_sh, mesh))
-      if step % config.plot_freq == 0:
-        _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief)
-      preempted = preemption.requested or (
-          multiprocess and manager.reached_preemption(step))
-      if (step % config.checkpoint_freq == 0 or step == config.num_training_steps
-          or preempted):
-        checkpointing.save(manager, step, state)
-      if preempted:
-        logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
-                        'resume.', step)
-        writer.flush()
-        return {'preempted': True, 'step': step, **last}
+    sharding.sync('hat_ebm_built')  # every process has read the workdir before any writes
+    checkpointing.write_workdir_config(workdir, config)
+    if manager is None:
+      manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+    start = int(jax.device_get(state.step))
+    is_chief = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_chief)
+    if start == 0:
+      writer.write_hparams({k: v for k, v in config.to_dict().items()
+                            if isinstance(v, (int, float, str, bool))})
+
+    batch_sh = sharding.batch_sharded(mesh)
+    train_step = make_train_step(mode, mesh, state_sh, batch_sh)
+    data = input_pipeline.create_iterator(
+        config, start_step=start, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_training_steps,
+                                             writer=writer, every_steps=config.log_freq)
+    multiprocess = jax.process_count() > 1
+    preemption = _Preemption(install=not multiprocess)
+    sums: Dict[str, float] = {}
+    count = 0
+    last: Dict[str, Any] = {}
+    batch = None
+    step = start
+    t_log = time.time()
+    try:
+      while step < config.num_training_steps:
+        local = next(data)
+        batch = sharding.host_to_global(local, mesh)
+        t0 = time.time()
+        state, metrics = train_step(state, batch)
+        metrics = jax.device_get(metrics)
+        if step == start:
+          logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
+        if not bool(metrics['finite']):
+          raise DivergenceError(
+              f'Training diverged at step {step + 1}: non-finite '
+              f'{_first_non_finite(metrics)} '
+              f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
+              f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
+              'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
+        step += 1
+        last = metrics
+        for k, v in metrics.items():
+          if k != 'finite':
+            sums[k] = sums.get(k, 0.0) + float(np.mean(v))
+        count += 1
+        report(step)
+        if step % config.log_freq == 0 or step == config.num_training_steps:
+          now = time.time()
+          scalars = {k: v / count for k, v in sums.items()}
+          scalars['time_per_batch'] = (now - t_log) / count
+          writer.write_scalars(step, scalars)
+          sums, count, t_log = {}, 0, now
+        if getattr(mode, 'eval_every', 0) and step % mode.eval_every == 0:
+          writer.write_scalars(step, _evaluate(mode, config, state, state_sh, mesh))
+        if step % config.plot_freq == 0:
+          _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief)
+        preempted = preemption.requested or (
+            multiprocess and manager.reached_preemption(step))
+        if (step % config.checkpoint_freq == 0 or step == config.num_training_steps
+            or preempted):
+          checkpointing.save(manager, step, state)
+        if preempted:
+          logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
+                          'resume.', step)
+          writer.flush()
+          return {'preempted': True, 'step': step, **last}
+    finally:
+      preemption.restore()
+    result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
+    if step >= config.num_training_steps:
+      result.update(_finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
+                            is_chief))
+    writer.flush()
+    return result
   finally:
-    preemption.restore()
-  result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
-  if step >= config.num_training_steps:
-    result.update(_finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
-                          is_chief))
-  writer.flush()
-  return result
+    close(manager, writer)
+
+
+def close(manager, writer) -> None:
+  """Waits for pending saves and closes the manager and the writer (on every exit path:
+  no background thread may outlive the run and print at interpreter shutdown)."""
+  try:
+    if manager is not None:
+      manager.wait_until_finished()
+      manager.close()
+  finally:
+    if writer is not None:
+      try:
+        writer.close()
+      except OSError as e:  # e.g. a full disk: the error that stopped the run comes first
+        logging.warning('Closing the summary writer failed: %s', e)
 
 
 def make_train_step(mode, mesh, state_sh, batch_sh):

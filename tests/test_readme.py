@@ -291,7 +291,7 @@ def run_unprepared(argv, empty_tfds):
 
 def assert_stops_at_cifar10(p):
   assert p.returncode != 0
-  assert "DatasetNotFoundError: Dataset 'cifar10' is not prepared" in p.stderr, (
+  assert "error: Dataset 'cifar10' is not prepared" in p.stderr, (
       p.stderr[-3000:])
   # ... with the README's command that prepares it
   assert 'python -m hat_ebm_jax.prepare_data --dataset=cifar10\n' in p.stderr

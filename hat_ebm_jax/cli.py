@@ -1,0 +1,165 @@
+"""Command-line entry points: a user's mistake is one message and exit code 2.
+
+A mistake in the command line, the config or the files it names (an unknown key, a
+value of the wrong type, a batch that does not divide, a dataset not prepared, weights of
+another net...) prints `error: <what is wrong and what to do>` on stderr, with no
+traceback, and exits 2. Any other exception is an internal error and keeps its
+traceback. `--verbose` shows the traceback of a user error too.
+
+An absl entry point:
+
+    from hat_ebm_jax import cli
+
+    def main(argv):
+      ...
+      raise cli.UserError('--foo=3 is not a topology; choose one of v4-8, v5e-16.')
+
+    if __name__ == '__main__':
+      cli.run(main)  # instead of absl's app.run(main)
+
+An argparse entry point: `cli.exit_on_user_error(main)`. Existing checks that raise a
+`ValueError` (or any other type) become user errors without changing their type, so
+callers that catch it keep working: `raise cli.user_error(ValueError(msg))`, or
+`with cli.user_errors(ValueError): check(...)` around a call whose errors of that type
+are all the user's. This module imports nothing of the package and no JAX.
+"""
+
+import contextlib
+import functools
+import re
+import sys
+from typing import Callable, Optional, Sequence, Type
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+  """A mistake of the user (command line, config, files): one line, exit 2."""
+
+
+@functools.lru_cache(maxsize=None)
+def _user_type(base: Type[BaseException]) -> Type[UserError]:
+  if issubclass(base, UserError):
+    return base
+  return type(f'User{base.__name__}', (UserError, base), {'__module__': __name__})
+
+
+def user_error(e: BaseException) -> UserError:
+  """`e` as a UserError that is still an instance of `type(e)`, with the same message."""
+  if isinstance(e, UserError):
+    return e
+  try:
+    new = _user_type(type(e))(*e.args)
+  except TypeError:  # a constructor with other arguments, or a layout that cannot mix
+    new = UserError(str(e))
+  new.__cause__ = e.__cause__
+  return new
+
+
+@contextlib.contextmanager
+def user_errors(*types: Type[BaseException]):
+  """Re-raises exceptions of `types` raised inside the block as user errors."""
+  try:
+    yield
+  except types as e:
+    raise user_error(e) from e
+
+
+def message(e: BaseException) -> str:
+  """The text printed for a user error: `error: ...`, lines after the first indented."""
+  text = str(e).strip() or type(e).__name__
+  if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+    text = e.args[0]  # str(KeyError) adds quotes
+  first, *rest = text.splitlines()
+  return '\n'.join([f'error: {first}'] + [f'  {line.strip()}' for line in rest
+                                          if line.strip()])
+
+
+def flag_error_message(e: BaseException, argv: Sequence[str]) -> Optional[str]:
+  """The user error behind an exception of absl flag parsing, or None if it is not one.
+
+  Covers absl's own errors (an unknown flag, a value of the wrong type, a required flag
+  missing) and those of `ml_collections.config_flags`: an unknown `--config.<key>`
+  (an AttributeError or KeyError carrying ml_collections' "Did you mean") and a config
+  file that does not load (an OSError, raised at parsing or at the config's first use).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if isinstance(e, flags.Error):
+    return f'{e} (see --helpfull)'
+  text = str(e.args[0]) if e.args else str(e)
+  if isinstance(e, (AttributeError, KeyError)) and any(
+      a.startswith('--config.') for a in argv):
+    key = re.search(r"'+([^'\\]+)", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    name = key.group(1) if key else text.splitlines()[0]
+    overrides = [a for a in argv if a.startswith(f'--config.{name}')]
+    return (f'Unknown config key {name!r}'
+            + (f' in {overrides[0]}' if overrides else '') + '. '
+            + (f'Did you mean {hint.group(1)!r}? ' if hint else '')
+            + 'The known keys are those of hat_ebm_jax/config_lib.py:base_config().')
+  if isinstance(e, OSError) and 'Failed loading config file' in text:
+    reason = text.strip().splitlines()[-1].strip()
+    return (f'Cannot load the config file: {reason}. Pass --config=PATH of a config '
+            'file, e.g. --config=configs/tiny.py.')
+  return None
+
+
+def _verbose(argv: Sequence[str]) -> bool:
+  return any(a in ('--verbose', '--verbose=true', '--verbose=True') for a in argv)
+
+
+def _fail(text: str) -> None:
+  sys.stderr.write(text.rstrip('\n') + '\n')
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _parse_flags(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    text = flag_error_message(e, argv)
+    if text is None or _verbose(argv):
+      raise
+    _fail(message(UserError(text)))
+
+
+def run(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
+  """`absl.app.run(main)` with user errors as one line and exit code 2.
+
+  Defines the `--verbose` flag (show every traceback) if no one has.
+  """
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  if 'verbose' not in flags.FLAGS:
+    flags.DEFINE_bool('verbose', False, 'Show the traceback of a user error too.')
+
+  def wrapped(args):
+    try:
+      return main(args)
+    except (UserError, app.UsageError) as e:
+      if flags.FLAGS.verbose:
+        raise
+      _fail(message(e))
+    except OSError as e:  # a config file that did not load, met at its first use
+      text = flag_error_message(e, sys.argv)
+      if text is None or flags.FLAGS.verbose:
+        raise
+      _fail(message(UserError(text)))
+
+  app.run(wrapped, argv=list(argv) if argv is not None else None,
+          flags_parser=_parse_flags)
+
+
+def exit_on_user_error(main: Callable[[], None]) -> None:
+  """Calls `main()` (an argparse entry point reading sys.argv) with user errors as one
+  line and exit code 2; `--verbose` anywhere on the command line shows the traceback."""
+  verbose = _verbose(sys.argv[1:])
+  sys.argv = [a for a in sys.argv if not _verbose([a])]
+  try:
+    main()
+  except UserError as e:
+    if verbose:
+      raise
+    _fail(message(e))
+
