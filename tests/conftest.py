@@ -1,4 +1,13 @@
-"""Shared test setup: where the conformance data of the original TF code lives.
+"""Shared test setup: the session's XLA compilation cache, the conformance data of the
+original TF code, and the helpers several test modules use.
+
+Compilation cache: every test session compiles into one persistent cache folder
+(`JAX_COMPILATION_CACHE_DIR`, a fresh temporary folder unless the caller set one), with
+the minimum compile time and entry size lowered so that XLA:CPU programs are cached too.
+The variables are set before jax is imported, in `os.environ`, so the subprocesses the
+tests start (`python -m hat_ebm_jax.main`, the 8-device and 2-process runs) read and
+fill the same cache: the same tiny programs compile once per session, not once per
+process or per `train.run`. A run never depends on what an earlier session left there.
 
 The conformance data (checkpoints, inputs/outputs and update steps written by running the
 authors' TF2 code, see SPEC.md) sit outside the repository, at
@@ -7,22 +16,105 @@ authors' TF2 code, see SPEC.md) sit outside the repository, at
 every other test runs without it.
 """
 
+import atexit
 import functools
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+def _use_session_compilation_cache() -> None:
+  """Points this process and its children at one XLA cache folder for the session."""
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    folder = tempfile.mkdtemp(prefix='hat_ebm_jax_xla_cache_')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  # Cache every program: the defaults skip those compiled in under 1 s (most of ours).
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
+
+
+_use_session_compilation_cache()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import numpy as np
+import pytest
+
+from hat_ebm_jax import config_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+# In case jax was imported before this file (a plugin): its flags read the environment
+# at import only.
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+jax.config.update('jax_persistent_cache_min_entry_size_bytes',
+                  int(os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES']))
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+CONFIGS = os.path.join(REPO, 'configs')
 REF = REPO.parent / 'shared' / 'reference' / 'tf_original'
 SKIP_REASON = 'conformance data ../shared/reference/tf_original not found'
 
 # Generator output factor the reference checkpoints were written with (README table).
 REF_OUT_FACTOR = {'gen_sngan32': 2.0, 'gen_sngan64': 1.0, 'gen_sngan128': 1.0,
                   'gen_decoder32': 2.0}
+
+
+# ------------------------------------------------------------------ configs
+
+
+def load(name, *args):
+  """`configs/<name>.py`'s `get_config(*args)`, as `--config=configs/<name>.py` loads it."""
+  return config_lib.load_config_file(os.path.join(CONFIGS, name + '.py'), *args)
+
+
+def with_overrides(c, **overrides):
+  """`c` with `overrides` set (new keys allowed); returns `c`."""
+  with c.unlocked():
+    for k, v in overrides.items():
+      c[k] = v
+  return c
+
+
+def tiny(mode='synthesis', **overrides):
+  """`configs/tiny.py:<mode>` with `overrides`."""
+  return with_overrides(load('tiny', mode), **overrides)
+
+
+# ------------------------------------------------------------------ files and trees
+
+
+def snapshot(path):
+  """(relative path, size, mtime) of every file under `path`: equal before and after
+  means nothing was written, removed or touched."""
+  path = pathlib.Path(path)
+  return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in path.rglob('*') if p.is_file())
+
+
+def max_rel_diff(a, b):
+  """max |a - b| / max |b| over the whole tree."""
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb) and la
+  la, lb = [np.asarray(x, np.float64) for x in la], [np.asarray(y, np.float64) for y in lb]
+  num = max(float(np.max(np.abs(x - y))) for x, y in zip(la, lb))
+  return num / (max(float(np.max(np.abs(y))) for y in lb) + 1e-12)
+
+
+def max_rel_diff_per_tensor(a, b):
+  """max over tensors of max |a - b| / max |b| (tensor by tensor)."""
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  return max(max_rel_diff(x, y) for x, y in zip(la, lb))
+
+
+# ------------------------------------------------------------------ conformance data
 
 
 def require_ref() -> pathlib.Path:
@@ -62,7 +154,7 @@ def ref_net(ref_dir):
   3x3 conv whose maps are multiples of 4."""
   del ref_dir
 
-  def load(name: str, ckpt_dir: str = None, conv_algorithm: str = 'auto'):
+  def load_net(name: str, ckpt_dir: str = None, conv_algorithm: str = 'auto'):
     return _load_ref_net(name, ckpt_dir or name, conv_algorithm)
 
-  return load
+  return load_net

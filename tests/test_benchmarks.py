@@ -1,4 +1,8 @@
-"""benchmarks/langevin.py: `--smoke` runs end to end and prints well-formed JSON lines."""
+"""benchmarks/langevin.py: `--smoke` runs end to end and prints well-formed JSON lines.
+
+The smoke runs compile the benchmarks' programs in subprocesses (minutes on 2 cores), so
+they are in the slow tier; their pure parts (FLOP counts, peak FLOPs, the precision
+summary and arguments) are checked in the quick tier."""
 
 import json
 import os
@@ -29,6 +33,7 @@ def smoke_lines():
   return run_smoke()
 
 
+@pytest.mark.slow
 def test_smoke_reports_every_bench(smoke_lines):
   """Both samplers, the training step and the compile bench each print a line."""
   got = {(l['bench'], l.get('sampler') or l.get('mode')) for l in smoke_lines}
@@ -36,6 +41,7 @@ def test_smoke_reports_every_bench(smoke_lines):
           ('compile', 'synthesis')} <= got
 
 
+@pytest.mark.slow
 def test_smoke_lines_have_sane_fields(smoke_lines):
   from benchmarks import langevin as bench  # pylint: disable=g-import-not-at-top
   for line in smoke_lines:
@@ -74,6 +80,7 @@ def test_flops_reads_dict_or_list():
   assert bench._flops(None) == 0.0  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 def test_model_flops_count_direct_convolutions_under_winograd(smoke_lines):
   """MFU counts the model's FLOPs (direct convolutions); the program's own count, which
   differs where Winograd convs run (fewer multiplies at the paper's widths, more at the
@@ -123,6 +130,7 @@ def test_precision_args_need_two_dtypes():
     mp.parse_args(['--workdir=w', '--dtypes=float32'])
 
 
+@pytest.mark.slow
 def test_precision_smoke_trains_digits_in_both_dtypes(tmp_path):
   """`--smoke`: 2-step digits trainings in float32 and bfloat16 through the entry point,
   one JSON line per run with the run's digits_fd, then the summary line."""

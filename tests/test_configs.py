@@ -1,18 +1,9 @@
 """Every paper config carries exactly the values of SPEC §6; bad configs fail early."""
 
-import os
-
 import pytest
 
 from hat_ebm_jax import config_lib
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
-
-
-def load(name, *args):
-  """`configs/<name>.py`'s `get_config(*args)`, as `--config=configs/<name>.py` loads it."""
-  return config_lib.load_config_file(os.path.join(CONFIGS, name + '.py'), *args)
-
+from tests.conftest import load
 
 COMMON = dict(data_epsilon=1e-3, init_scale_latent=1.0, init_scale_res=0.0,
               max_grad_norm=50.0, ebm_opt_decay=0.9999, gen_opt_decay=0.9999,

@@ -17,7 +17,7 @@ import pytest
 from hat_ebm_jax import checkpointing, config_lib, evaluate, metrics, train
 from hat_ebm_jax.fid import inception
 from hat_ebm_jax.input_pipeline import DatasetNotFoundError
-from tests.test_configs import CONFIGS, load
+from tests.conftest import CONFIGS, load, snapshot, tiny, with_overrides
 
 REPO = os.path.dirname(CONFIGS)
 
@@ -29,22 +29,9 @@ EVAL = dict(batch_size=32, mcmc_steps=10, num_eval_samples=256, eval_batch_size=
             num_saved_samples=100)
 
 
-def with_overrides(c, **overrides):
-  with c.unlocked():
-    for k, v in overrides.items():
-      c[k] = v
-  return c
-
-
 def eval_digits(**overrides):
   """`configs/eval_digits.py` for the test model (256 samples, 10 Langevin steps)."""
   return with_overrides(load('eval_digits'), **{**EVAL, **overrides})
-
-
-def snapshot(path):
-  """(relative path, size, mtime) of every file under `path`."""
-  return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in path.rglob('*') if p.is_file())
 
 
 @pytest.fixture(scope='module')
@@ -231,8 +218,25 @@ def test_main_splits_the_batch_over_two_devices_and_gets_the_same_numbers(first_
   assert not (run_dir / 'eval' / 'odd').exists()
 
 
-def tiny(mode, **overrides):
-  return with_overrides(load('tiny', mode), **overrides)
+def test_a_tiny_run_is_evaluated_from_its_checkpoint_and_left_untouched(tmp_path):
+  """The quick tier's evaluation (the digits model's tests are slow): a 1-step tiny run,
+  16 samples and the noise OOD set give finite numbers and the files of its folder."""
+  run = tmp_path / 'run'
+  train.run(tiny('synthesis', num_training_steps=1), str(run))
+  before = snapshot(run)
+  r = evaluate.run(tiny('evaluate', num_eval_samples=16, eval_batch_size=8,
+                        ood_datasets='noise', num_ood_samples=50), str(run))
+  assert r['model']['model_mode'] == 'synthesis'  # read from the run's config.json
+  assert (r['model']['checkpoint_step'], r['model']['weights']) == (1, 'raw')
+  assert r['sampling']['sampler']['update_latents'] is False
+  assert set(r['metrics']) == {'digits_fd_floor', 'digits_fd_gen', 'digits_fd_hat',
+                               'ood_auroc_noise'}
+  assert all(np.isfinite(v) for v in r['metrics'].values())
+  out = run / 'eval' / r['eval_name']
+  for name in ('results.json', 'comparison.md', 'ood.md', 'samples.npz', 'hat.png'):
+    assert (out / name).stat().st_size > 0, name
+  assert json.loads((out / 'results.json').read_text())['metrics'] == r['metrics']
+  assert [f for f in snapshot(run) if not f[0].startswith('eval/')] == before
 
 
 @pytest.mark.slow

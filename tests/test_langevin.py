@@ -62,9 +62,16 @@ def _move_error(ours, ref, start):
   return np.abs(ours - ref).max() / np.abs(ref - start).max()
 
 
-@pytest.mark.parametrize('unroll,conv_algorithm', [(u, 'auto') for u in UNROLLS]
-                         + [('auto', 'winograd')])
-@pytest.mark.parametrize('case', ['synthesis', 'refine'])
+# Every (case, layout) with direct convs, and Winograd on both cases. Winograd on the
+# refine case runs every conv path of the synthesis case (the generator forward, the EBM's
+# input gradient) plus the generator's input gradient, so the quick tier keeps that one
+# and the synthesis + Winograd program (one more compile) runs in the full suite.
+CONFORMANCE = ([(case, u, 'auto') for case in ('synthesis', 'refine') for u in UNROLLS]
+               + [pytest.param('synthesis', 'auto', 'winograd', marks=pytest.mark.slow),
+                  ('refine', 'auto', 'winograd')])
+
+
+@pytest.mark.parametrize('case,unroll,conv_algorithm', CONFORMANCE)
 def test_reproduces_original_langevin_run(case, unroll, conv_algorithm, ref_net, manifest,
                                           ref_dir):
   """Moves of y, z and the images agree with the original to 1e-3 of their size,

@@ -7,14 +7,12 @@ import pytest
 
 from hat_ebm_jax import losses
 
-_rng = np.random.default_rng(0)
-
-
 @pytest.mark.parametrize('shape', [(6,), (6, 1)])
 def test_ebm_loss_is_energy_difference_over_temperature(shape):
   """(mean H(data) - mean H(samples)) / T, for energies [B] or [B, 1]."""
-  e_data = _rng.standard_normal(shape).astype(np.float32)
-  e_samples = _rng.standard_normal(shape).astype(np.float32)
+  rng = np.random.default_rng(0)
+  e_data = rng.standard_normal(shape).astype(np.float32)
+  e_samples = rng.standard_normal(shape).astype(np.float32)
   got = losses.ebm_loss(e_data, e_samples, 1e-3)
   assert got.shape == ()
   np.testing.assert_allclose(got, (e_data.mean() - e_samples.mean()) / 1e-3, rtol=1e-5)
@@ -30,21 +28,24 @@ def test_ebm_loss_gradient_pushes_data_down_and_samples_up():
 
 def test_gen_coop_loss_is_scaled_mean_squared_error():
   """factor * mean((G(z) - x)^2) over every pixel of the batch."""
-  gen = _rng.standard_normal((3, 4, 4, 3)).astype(np.float32)
-  target = _rng.standard_normal((3, 4, 4, 3)).astype(np.float32)
+  rng = np.random.default_rng(1)
+  gen = rng.standard_normal((3, 4, 4, 3)).astype(np.float32)
+  target = rng.standard_normal((3, 4, 4, 3)).astype(np.float32)
   got = losses.gen_coop_loss(gen, target, 1000.0)
   np.testing.assert_allclose(got, 1000.0 * np.mean((gen - target) ** 2), rtol=1e-5)
 
 
 def test_autoencoder_loss_is_scaled_mean_squared_error():
   """loss_factor * mean((x - reconstruction)^2)."""
-  x = _rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
-  rec = _rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+  rec = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
   got = losses.autoencoder_loss(x, rec, 1000.0)
   np.testing.assert_allclose(got, 1000.0 * np.mean((x - rec) ** 2), rtol=1e-5)
 
 
 @pytest.mark.parametrize('loss', [losses.gen_coop_loss, losses.autoencoder_loss])
 def test_reconstruction_losses_vanish_at_the_target(loss):
-  x = _rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
   assert float(loss(x, x, 1000.0)) == 0.0

@@ -19,11 +19,17 @@ offline: the run with the tfds data_dir (`$TFDS_DATA_DIR`) pointing at an empty 
 which stops at the dataset with the command that prepares it; the download, stopped before
 it starts; the dry run of a launch script.
 
+Each README command runs in a subprocess of its own (10 to 60 s each on 2 cores), so the
+tests that run them are in the slow tier; the quick tier keeps the coverage checks, the
+dry runs, and the same entry points (in process, or one subprocess each) in the other
+modules (`test_prepare_data`, `test_input_pipeline`, `test_checkpointing`, `test_fid`,
+`test_train`).
+
 The digits quickstart, the longest run here, starts in the background as the module starts
 and its tests come last: it trains on one core while the other tests use the other.
 """
 
-import importlib
+import ast
 import json
 import os
 import re
@@ -37,12 +43,13 @@ import numpy as np
 import pytest
 from etils import epath
 
-from tests.test_configs import load
+from tests.conftest import load, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, 'README.md')
 CI = os.path.join(REPO, '.ci', 'run')
 HERE = 'tests/test_readme.py::'
+CI_TESTS = '.ci/run: python -m pytest -q -rs -m "slow or not slow" --durations=25'
 
 # README command (or a prefix of it, up to a space) -> what exercises it: a test id
 # 'tests/<module>.py::<test>' or '.ci/run: <a line .ci/run runs>', or a tuple of them.
@@ -52,7 +59,8 @@ COVERAGE = {
     'python -m hat_ebm_jax.main --config=configs/digits.py --workdir=runs/digits':
         HERE + 'test_digits_quickstart_writes_what_the_readme_lists',
     "pip install -e '.[test]'": ".ci/run: python -m pip install -q -e '.[test]'",
-    'python -m pytest -q': '.ci/run: python -m pytest -q -rs',
+    'python -m pytest -q': CI_TESTS,  # the quick tier, a part of the full suite
+    'python -m pytest -q -m "slow or not slow"': CI_TESTS,
     # Modes and configs: datasets, retrofit
     'python -m hat_ebm_jax.prepare_data --dataset=cifar10':
         HERE + 'test_preparing_cifar10_goes_straight_to_the_download',
@@ -207,6 +215,13 @@ def test_every_coverage_entry_is_a_readme_command():
   assert not stale, f'COVERAGE entries that match no README command: {stale}'
 
 
+def functions_of(path):
+  """The names of the module-level functions of `path` (read, not imported)."""
+  with open(os.path.join(REPO, path)) as f:
+    tree = ast.parse(f.read())
+  return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
 def test_every_cited_test_exists_and_ci_runs_what_is_cited():
   """Each cited test is a function of its module, and each `.ci/run` citation a line
   that `.ci/run` runs."""
@@ -219,8 +234,7 @@ def test_every_cited_test_exists_and_ci_runs_what_is_cited():
         continue
       path, name = cite.split('::')
       assert re.fullmatch(r'tests/test_\w+\.py', path) and name.startswith('test_'), cite
-      module = importlib.import_module(path[:-3].replace('/', '.'))
-      assert callable(getattr(module, name, None)), f'{cite} (for {key!r}) does not exist'
+      assert name in functions_of(path), f'{cite} (for {key!r}) does not exist'
 
 
 # ------------------------------------------------------------------ datasets
@@ -235,6 +249,7 @@ def empty_tfds(tmp_path_factory):
 DEAD_PROXY = 'http://127.0.0.1:9'  # refuses connections: nothing reaches the network
 
 
+@pytest.mark.slow
 def test_preparing_cifar10_goes_straight_to_the_download(empty_tfds):
   """CIFAR-10 needs no files by hand: the command goes to the tfds default data_dir
   (`$TFDS_DATA_DIR`) and starts downloading; it is stopped there (behind a proxy that
@@ -264,6 +279,7 @@ def test_preparing_cifar10_goes_straight_to_the_download(empty_tfds):
   assert not list(empty_tfds.rglob('dataset_info.json'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dataset', ['celeb_a', 'imagenet2012'])
 def test_preparing_from_an_empty_manual_dir_lists_the_files_to_download(dataset,
                                                                          tmp_path):
@@ -306,11 +322,13 @@ def autoencoder_attempt(tmp_path_factory, empty_tfds):
   return run_unprepared(with_flags(argv, workdir=workdir), empty_tfds), workdir
 
 
+@pytest.mark.slow
 def test_cifar10_autoencoder_stops_at_the_unprepared_dataset(autoencoder_attempt):
   """A dataset that is not prepared stops the run with the command that prepares it."""
   assert_stops_at_cifar10(autoencoder_attempt[0])
 
 
+@pytest.mark.slow
 def test_an_unprepared_dataset_stops_the_run_before_anything_is_written(
     autoencoder_attempt):
   """The missing dataset is found before the workdir is created."""
@@ -336,6 +354,7 @@ def autoencoder_workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_retrofit_loads_the_autoencoder_workdir_and_stops_only_at_the_dataset(
     autoencoder_workdir, empty_tfds, tmp_path):
   """`configs/cifar10_retrofit.py` with `--config.gen_weights=` the autoencoder's workdir
@@ -377,6 +396,7 @@ def write_tf_checkpoint(prefix: str, variables) -> None:
   trackable(tree).write(prefix)
 
 
+@pytest.mark.slow
 def test_converted_generator_is_loaded_by_the_refine_command(empty_tfds, tmp_path):
   """The README's convert command turns a TF SN-GAN checkpoint (here one at the width of
   `configs/cifar10_refine.py`) into `weights/sngan32`, and the refine command loads it as
@@ -401,6 +421,7 @@ def test_converted_generator_is_loaded_by_the_refine_command(empty_tfds, tmp_pat
 # ------------------------------------------------------------------ FID weights
 
 
+@pytest.mark.slow
 def test_fid_weight_conversion_without_the_pth_says_where_to_get_it(tmp_path):
   """Without pytorch-fid's `.pth` the command stops naming where to get it, and writes
   nothing; with the `.pth` but without torch (not a dependency) it says to install torch
@@ -461,11 +482,6 @@ def test_slurm_dry_run_prints_the_srun_command():
 
 
 # ------------------------------------------------------------------ quickstart: digits
-
-
-def snapshot(path):
-  return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in path.rglob('*') if p.is_file())
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -23,7 +23,7 @@ from etils import epath
 from hat_ebm_jax import checkpointing, models
 from hat_ebm_jax.datasets import digits_tfds
 from hat_ebm_jax.modes import base
-from tests.test_configs import load
+from tests.conftest import max_rel_diff, max_rel_diff_per_tensor, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch')
@@ -49,16 +49,17 @@ WORKER = r'''
 import json, sys, time
 import jax
 from hat_ebm_jax import modes, sharding, train
-from tests.test_scaling import tiny
-out, gen_weights = sys.argv[1], sys.argv[2]
+from tests.conftest import tiny
+out, gen_weights, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 report = {'devices': jax.device_count()}
 for mode in ('synthesis', 'autoencoder', 'joint'):
-  train.run(tiny(mode, gen_weights=gen_weights), f'{out}/{mode}')
+  weights = {'gen_weights': gen_weights} if mode == 'joint' else {}
+  train.run(tiny(mode, **overrides, **weights), f'{out}/{mode}')
   report[f'cpu_s_{mode}'] = round(time.process_time())
 if jax.device_count() > 1:
   # The chains of a sampler call, compiled without output shardings: XLA must keep them
   # split over `data` (the constraint in init_chains), never one full batch per device.
-  c = tiny('synthesis')
+  c = tiny('synthesis', **overrides)
   mode = modes.create(c)
   mesh = sharding.create_mesh()
   state = mode.init_state(jax.random.PRNGKey(0))
@@ -74,22 +75,13 @@ if jax.device_count() > 1:
   report['bank_spec'] = list(state.bank['x'].sharding.spec)
   # A batch that does not divide over the devices is refused before anything is written.
   try:
-    train.run(tiny('synthesis', batch_size=12, persistent_size=48), f'{out}/bad_batch')
+    train.run(tiny('synthesis', **dict(overrides, batch_size=12, persistent_size=48)),
+              f'{out}/bad_batch')
   except ValueError as e:
     report['bad_batch_error'] = str(e)
 report['cpu_s'] = round(time.process_time())
 print('REPORT ' + json.dumps(report))
 '''
-
-
-def tiny(mode='synthesis', **overrides):
-  """`configs/tiny.py:<mode>` with OVERRIDES (joint: a pretrained sngan generator)."""
-  c = load('tiny', mode)
-  for k, v in dict(OVERRIDES, **overrides).items():
-    if k == 'gen_weights' and mode != 'joint':
-      continue
-    c[k] = v
-  return c
 
 
 def _env(**extra):
@@ -101,22 +93,6 @@ def _env(**extra):
 
 def _devices_env(n):
   return _env(XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
-
-
-def max_rel_diff(a, b):
-  """max |a - b| / max |b| over the whole tree."""
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert len(la) == len(lb) and la
-  la, lb = [np.asarray(x, np.float64) for x in la], [np.asarray(y, np.float64) for y in lb]
-  num = max(float(np.max(np.abs(x - y))) for x, y in zip(la, lb))
-  return num / (max(float(np.max(np.abs(y))) for y in lb) + 1e-12)
-
-
-def max_rel_diff_per_tensor(a, b):
-  """max over tensors of max |a - b| / max |b| (tensor by tensor)."""
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert len(la) == len(lb)
-  return max(max_rel_diff(x, y) for x, y in zip(la, lb))
 
 
 def check_params_match(a, b, what):
@@ -135,7 +111,7 @@ def runs(tmp_path_factory):
   """Every mode trained STEPS steps on 1 and on 8 devices (two parallel subprocesses)."""
   root = tmp_path_factory.mktemp('scaling')
   digits_tfds.prepare()  # once, before several processes read it
-  c = tiny('joint')
+  c = tiny('joint', **OVERRIDES)
   gen = base.make_generator(c)
   gen_weights = str(root / 'gen')
   checkpointing.save_pretrained(gen_weights, c.gen_type, dict(
@@ -145,7 +121,8 @@ def runs(tmp_path_factory):
   t0 = time.time()
   for n in (1, 8):
     procs[n] = subprocess.Popen(
-        [sys.executable, '-c', WORKER, str(root / f'dev{n}'), gen_weights], cwd=REPO,
+        [sys.executable, '-c', WORKER, str(root / f'dev{n}'), gen_weights,
+         json.dumps(OVERRIDES)], cwd=REPO,
         env=_devices_env(n), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   reports = {}
   for n, p in procs.items():

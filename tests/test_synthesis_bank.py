@@ -14,7 +14,7 @@ from etils import epath
 
 from hat_ebm_jax import checkpointing, modes, train
 from hat_ebm_jax.modes import base, synthesis
-from tests.test_configs import load
+from tests.conftest import load
 
 
 @pytest.fixture(scope='module')

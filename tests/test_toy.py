@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hat_ebm_jax import checkpointing, config_lib, convert, models, toy, train
-from tests.test_configs import load
+from tests.conftest import load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

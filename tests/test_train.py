@@ -12,17 +12,9 @@ import numpy as np
 import pytest
 
 from hat_ebm_jax import checkpointing, train
-from tests.test_configs import load
-from tests.test_scaling import max_rel_diff_per_tensor
+from tests.conftest import max_rel_diff_per_tensor, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(mode='synthesis', **overrides):
-  c = load('tiny', mode)
-  for k, v in overrides.items():
-    c[k] = v
-  return c
 
 
 def main_cmd(workdir, *overrides, mode='synthesis'):
@@ -60,6 +52,44 @@ def test_synthesis_trains_and_writes_checkpoints_summaries_and_samples(tmp_path)
   assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())
 
 
+@pytest.fixture(scope='module')
+def decoder_workdir(tmp_path_factory):
+  """An autoencoder workdir (1 step): the generator weights of joint mode."""
+  ae = tmp_path_factory.mktemp('ae')
+  train.run(tiny('autoencoder', num_training_steps=1), str(ae))
+  return ae
+
+
+def mode_config(mode, decoder_workdir, **overrides):
+  """`configs/tiny.py:<mode>`; joint retrofits the decoder of `decoder_workdir`."""
+  if mode == 'joint':
+    overrides = dict(gen_type='gen_decoder32', gen_factor=1.0,
+                     gen_weights=str(decoder_workdir), **overrides)
+  return tiny(mode, **overrides)
+
+
+@pytest.mark.parametrize('mode', ['synthesis', 'autoencoder', 'joint'])
+def test_every_mode_resumes_from_its_checkpoint_like_an_uninterrupted_run(
+    mode, decoder_workdir, tmp_path):
+  """2 steps straight == 1 step, a checkpoint, 1 more step from it (in this process;
+  the fresh-process resume is the slow test below): the parameters after the resumed
+  step, so the optimizer state, the synthesis bank and the data position, come back."""
+  straight, split = tmp_path / 'straight', tmp_path / 'split'
+  train.run(mode_config(mode, decoder_workdir, num_training_steps=2, checkpoint_freq=1),
+            str(straight))
+  train.run(mode_config(mode, decoder_workdir, num_training_steps=1, checkpoint_freq=1),
+            str(split))
+  assert int(checkpointing.restore_raw(split)['step']) == 1
+  train.run(mode_config(mode, decoder_workdir, num_training_steps=2, checkpoint_freq=1),
+            str(split))
+  raw_a, raw_b = checkpointing.restore_raw(straight), checkpointing.restore_raw(split)
+  assert int(raw_a['step']) == int(raw_b['step']) == 2
+  assert max_rel_diff_per_tensor(raw_b['params'], raw_a['params']) <= 1e-6
+  if mode == 'synthesis':
+    assert max_rel_diff_per_tensor(raw_b['bank'], raw_a['bank']) <= 1e-6
+
+
+@pytest.mark.slow
 def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(tmp_path):
   """6 steps straight == 3 steps, a new process, 3 more (parameters to 1e-6)."""
   straight, split = tmp_path / 'straight', tmp_path / 'split'
