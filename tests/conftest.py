@@ -158,3 +158,38 @@ def ref_net(ref_dir):
     return _load_ref_net(name, ckpt_dir or name, conv_algorithm)
 
   return load_net
+
+
+# Damage done to a run checkpoint `WORKDIR/checkpoints/<step>` (tests/test_faults.py,
+# tests/test_kill.py).
+def step_dir(workdir, step):
+  return pathlib.Path(workdir) / 'checkpoints' / str(step)
+
+
+def largest_array_file(workdir, step):
+  """The biggest data file of a step: the zstd-compressed chunk holding `params/w`."""
+  files = [p for p in (step_dir(workdir, step) / 'default').glob('ocdbt.process_0/d/*')]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def flip_byte(path, where=0.5):
+  data = bytearray(path.read_bytes())
+  data[int(len(data) * where)] ^= 0x01
+  path.write_bytes(bytes(data))
+
+
+def truncate(path):
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+
+
+def remove_commit_marker(workdir, step):
+  for name in (_commit_marker(), '_CHECKPOINT_METADATA'):
+    (step_dir(workdir, step) / name).unlink()
+
+
+
+
+def _commit_marker() -> str:
+  from hat_ebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  return checkpointing.COMMIT_MARKER

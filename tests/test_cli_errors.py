@@ -16,7 +16,7 @@ import pytest
 from absl import flags
 
 from hat_ebm_jax import checkpointing, cli, config_lib, train
-from tests.test_configs import load
+from tests.conftest import load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -23,6 +23,8 @@ import pytest
 from etils import epath
 
 from hat_ebm_jax import checkpointing, cli, train
+from tests.conftest import (flip_byte, largest_array_file, remove_commit_marker, step_dir,
+                            truncate)
 
 
 def small_state(step: int):
@@ -38,32 +40,6 @@ def save_steps(workdir, steps, keep=5):
     checkpointing.save(manager, s, small_state(s))
   manager.close()
   return checkpointing.create_manager(epath.Path(workdir), keep)
-
-
-def step_dir(workdir, step):
-  return pathlib.Path(workdir) / 'checkpoints' / str(step)
-
-
-def largest_array_file(workdir, step):
-  """The biggest data file of a step: the zstd-compressed chunk holding `params/w`."""
-  files = [p for p in (step_dir(workdir, step) / 'default').glob('ocdbt.process_0/d/*')]
-  return max(files, key=lambda p: p.stat().st_size)
-
-
-def flip_byte(path, where=0.5):
-  data = bytearray(path.read_bytes())
-  data[int(len(data) * where)] ^= 0x01
-  path.write_bytes(bytes(data))
-
-
-def truncate(path):
-  data = path.read_bytes()
-  path.write_bytes(data[:len(data) // 2])
-
-
-def remove_commit_marker(workdir, step):
-  for name in (checkpointing.COMMIT_MARKER, '_CHECKPOINT_METADATA'):
-    (step_dir(workdir, step) / name).unlink()
 
 
 def tree_files(path):

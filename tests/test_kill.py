@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from hat_ebm_jax import checkpointing
-from tests import test_faults
-from tests.test_scaling import max_rel_diff_per_tensor
+from tests.conftest import (flip_byte, largest_array_file, max_rel_diff_per_tensor,
+                            remove_commit_marker, truncate)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 KILLS = 20
@@ -209,9 +209,9 @@ def three_steps(tmp_path_factory, cache):
 
 
 DAMAGE = {
-    'truncated': lambda w: test_faults.truncate(test_faults.largest_array_file(w, 3)),
-    'flipped': lambda w: test_faults.flip_byte(test_faults.largest_array_file(w, 3)),
-    'no_commit_marker': lambda w: test_faults.remove_commit_marker(w, 3),
+    'truncated': lambda w: truncate(largest_array_file(w, 3)),
+    'flipped': lambda w: flip_byte(largest_array_file(w, 3)),
+    'no_commit_marker': lambda w: remove_commit_marker(w, 3),
 }
 
 
@@ -227,7 +227,7 @@ def test_divergence_and_user_errors_exit_without_a_background_traceback(three_st
   assert 'error: Training diverged at step 4' in text
   assert_no_background_traceback(text, 'divergence')
   for s in (1, 2, 3):  # nothing restores: one message, every step named
-    test_faults.remove_commit_marker(workdir, s)
+    remove_commit_marker(workdir, s)
   p = start(workdir, 5, cache, log)
   assert p.wait(timeout=900) == 2
   text = log.read_text()
