@@ -50,8 +50,8 @@ class SynthesisMode(base.HatEBMMode):
   num_step_keys = 3  # Langevin, data noise, bank indices
   checkpoint_upgrades = (BANK_WITHOUT_FRESH,)
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, platform=None):
+    super().__init__(config, platform)
     c = config
     self.gen_tx = optim.make_optimizer(c.gen_lr_info)
     self.gen_lr = optim.step_schedule(c.gen_lr_info)
