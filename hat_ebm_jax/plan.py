@@ -31,6 +31,7 @@ Exit codes: 0 fits, 1 does not fit (the report names the largest buffers), 2 bad
 import collections
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -124,6 +125,9 @@ def slice_devices(s: Slice) -> List[Any]:
     raise PlanError(f'Compiling for TPU needs libtpu, which is not installed ({e}). '
                     f'Install it: {PIP_COMMAND}') from e
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  # Compile-only devices claim no chip: let several planners (pytest-xdist workers, a
+  # planner beside a test run) load libtpu at once instead of failing on its lockfile.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   kwargs = dict(chip_config_name='megacore' if s.generation.megacore else 'default',
                 chips_per_host_bounds=_host_bounds(s))
   devices = topologies.get_topology_desc(topology_name=s.topology_name, platform='tpu',
