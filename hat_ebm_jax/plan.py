@@ -220,7 +220,7 @@ def train_programs(config, mesh, platform: str = 'tpu') -> Programs:
   if config.mode == 'evaluate':
     raise PlanError(f'config.mode is {config.mode!r}: plan an evaluation config with '
                     '--what=eval, or a training config with --what=train.')
-  config_lib.validate(config)
+  _validate(config)
   sharding.check_batch_divides(config.batch_size, mesh)
   mode = build_mode(config, platform)
   state, state_sh = abstract_state(mode, mesh)
@@ -237,6 +237,16 @@ def train_programs(config, mesh, platform: str = 'tpu') -> Programs:
     body, body_args = _body_program(mode, state, mesh, config.batch_size)
   return Programs('train', step, (state, batch), body, body_args, bodies,
                   int(config.num_training_steps), int(config.batch_size))
+
+
+def _validate(config) -> None:
+  """`config_lib.validate`, except that joint mode needs no `gen_weights` here (its
+  generator is abstract)."""
+  if config.mode == 'joint' and not config.gen_weights:
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.gen_weights = '(abstract)'
+  config_lib.validate(config)
 
 
 def _data_shape(mode, config):
