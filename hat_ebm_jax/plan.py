@@ -421,8 +421,11 @@ def _largest_arguments(args, k: int = 5) -> List[Tuple[str, int]]:
   return sorted(leaves, key=lambda t: -t[1])[:k]
 
 
-def plan(config, slice_name: str, what: str = 'train') -> Dict[str, Any]:
-  """Compiles `config`'s step for the slice `slice_name` and returns the report dict."""
+def plan(config, slice_name: str, what: str = 'train',
+         hbm_bytes: Optional[int] = None) -> Dict[str, Any]:
+  """Compiles `config`'s step for the slice `slice_name` and returns the report dict.
+
+  `hbm_bytes`: the HBM per device to fit in (default: the chip's)."""
   s = parse_slice(slice_name)
   devices = slice_devices(s)
   sharding.configure_jax()
@@ -468,7 +471,8 @@ def plan(config, slice_name: str, what: str = 'train') -> Dict[str, Any]:
   out_b, alias_b = int(mem.output_size_in_bytes), int(mem.alias_size_in_bytes)
   code_b = int(getattr(mem, 'generated_code_size_in_bytes', 0))
   hbm_total = args_b + temp_b + out_b - alias_b + code_b
-  fits = hbm_total <= g.hbm_bytes
+  capacity = int(hbm_bytes or g.hbm_bytes)
+  fits = hbm_total <= capacity
   report = dict(
       config=str(config.get('exp_name', '')), mode=str(config.mode), what=what,
       topology=s.name, topology_desc=s.topology_name, devices=s.devices,
@@ -476,7 +480,7 @@ def plan(config, slice_name: str, what: str = 'train') -> Dict[str, Any]:
                                                        mesh.shape.items()},
       hbm_per_device=dict(arguments=args_b, temporaries=temp_b, outputs=out_b,
                           aliased=alias_b, code=code_b, total=hbm_total,
-                          capacity=g.hbm_bytes, headroom=g.hbm_bytes - hbm_total),
+                          capacity=capacity, headroom=capacity - hbm_total),
       fits=fits,
       flops_per_step=flops * s.devices, flops_per_step_per_device=flops,
       flops_compiled_step_per_device=float(cost.get('flops', 0.0)),
@@ -569,11 +573,14 @@ def main(argv=None) -> int:
                                  'v4-8, v4-32, v5litepod-8, v5p-8, v6e-8.')
   what = flags.DEFINE_enum('what', 'train', ['train', 'eval'], 'The training step, or '
                            'the evaluation sampler of an eval_*.py config.')
+  hbm_gib = flags.DEFINE_float('hbm_gib', None, 'HBM per device to fit in, GiB '
+                               '(default: the chip\'s).')
   flags.mark_flags_as_required(['config', 'topology'])
 
   def run(_):
     try:
-      report = plan(config_flag.value, topology.value, what.value)
+      report = plan(config_flag.value, topology.value, what.value,
+                    int(hbm_gib.value * GiB) if hbm_gib.value else None)
     except PlanError as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
