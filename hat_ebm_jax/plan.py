@@ -366,7 +366,9 @@ def collectives(hlo_text: str, loop_trips: Optional[int] = None) -> List[Dict]:
       op = _OPNAME.search(line)
       src = _SOURCE.search(line)
       operands = re.findall(r'%([\w.\-]+)', _operands(m.group(4)))
-      out.append(dict(kind=m.group(2),
+      # XLA:TPU emits a reduce-scatter as a fusion around an all-reduce.
+      kind = 'reduce-scatter' if name.startswith('all-reduce-scatter') else m.group(2)
+      out.append(dict(kind=kind,
                       bytes=sum(shape_bytes(shapes[name].get(o, '')) for o in operands),
                       runs=runs[name], op_name=op.group(1) if op else '',
                       source=f'{src.group(1).split("/")[-1]}:{src.group(2)}' if src else ''))

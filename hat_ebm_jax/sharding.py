@@ -173,23 +173,6 @@ def _shard_map(f, in_specs, out_specs):
   return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)  # pragma: no cover
 
 
-def _to_bits(x: jax.Array) -> jax.Array:
-  """`x` as uint32 words (bit patterns, widened), so that a sum with zeros is exact,
-  signed zeros and NaN payloads included."""
-  if x.dtype == jnp.bool_:
-    return x.astype(jnp.uint32)
-  bits = jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
-  return bits.astype(jnp.uint32)
-
-
-def _from_bits(bits: jax.Array, dtype) -> jax.Array:
-  dtype = jnp.dtype(dtype)
-  if dtype == jnp.bool_:
-    return bits.astype(jnp.bool_)
-  return jax.lax.bitcast_convert_type(
-      bits.astype(jnp.dtype(f'uint{8 * dtype.itemsize}')), dtype)
-
-
 def _owned(idx: jax.Array, rows_per_device: int):
   """Global row indices -> (local index, whether this device holds the row)."""
   local = idx - jax.lax.axis_index(DATA_AXIS) * rows_per_device
@@ -208,13 +191,14 @@ def _rows_shard(tree: Any, idx: jax.Array) -> bool:
 def gather_rows(tree: Any, idx: jax.Array) -> Any:
   """`tree_map(lambda a: a[idx], tree)` for arrays `[N, ...]` split along `data`, with
   indices `idx [B]` (replicated, distinct) drawn over all `N` rows -> `[B, ...]` split
-  along `data`: the same values as global indexing, bit for bit.
+  along `data`. The values are those of global indexing: each is a sum of itself and
+  zeros (only a `-0.0` comes back as `0.0`).
 
   Each device picks, for all `B` indices, the rows it holds (zeros elsewhere), and a
-  reduce-scatter over `data` sums the `D` partial results (one non-zero term per row,
-  summed as integer bit patterns) and hands each device its `B / D` rows. Per device
-  that moves about `B` rows a step, whatever `N` and `D` (global indexing lets XLA
-  gather from the whole bank). Plain indexing without a mesh or on one device.
+  reduce-scatter over `data` sums the `D` partial results and hands each device its
+  `B / D` rows. Per device that moves about `B` rows a step, whatever `N` and `D`.
+  (Summed as float: XLA:TPU runs an integer reduce-scatter as a whole all-reduce.)
+  Plain indexing without a mesh or on one device.
   """
   if not _rows_shard(tree, idx):
     return constrain_batch(jax.tree_util.tree_map(lambda a: a[idx], tree))
@@ -224,10 +208,13 @@ def gather_rows(tree: Any, idx: jax.Array) -> Any:
     out = []
     for r in rows:
       loc, own = _owned(idx, r.shape[0])
-      picked = _to_bits(r[jnp.where(own, loc, 0)])
-      picked = jnp.where(own.reshape((-1,) + (1,) * (r.ndim - 1)), picked, 0)
+      picked = r[jnp.where(own, loc, 0)]
+      if picked.dtype == jnp.bool_:
+        picked = picked.astype(jnp.int32)
+      picked = jnp.where(own.reshape((-1,) + (1,) * (r.ndim - 1)), picked,
+                         jnp.zeros((), picked.dtype))
       summed = jax.lax.psum_scatter(picked, DATA_AXIS, scatter_dimension=0, tiled=True)
-      out.append(_from_bits(summed, r.dtype))
+      out.append(summed.astype(r.dtype))
     return tuple(out)
 
   fn = _shard_map(local, in_specs=(P(),) + (P(DATA_AXIS),) * len(leaves),

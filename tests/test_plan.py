@@ -117,6 +117,7 @@ def test_bank_traffic_per_device_does_not_grow_with_the_bank_or_the_slice():
   row = 4 * 8 * 8 * 3
   small, large = _bank_traffic('v4-8', 256), _bank_traffic('v4-8', 4096)
   assert small == large
+  assert set(small) == {'reduce-scatter', 'all-gather'}  # read, write
   assert sum(small.values()) <= 2.5 * 32 * row  # ~B rows read, B rows written
   assert sum(_bank_traffic('v4-32', 4096).values()) <= sum(small.values())
 
@@ -154,8 +155,9 @@ def test_flops_per_step_count_every_sampler_step():
   r2, r4 = (plan.plan(tiny(mcmc_steps=n), 'v4-8') for n in (2, 4))
   body = r4['flops_loop_body_per_device']
   assert body > 0 and r4['flops_loop_body_per_device'] == r2['flops_loop_body_per_device']
+  # (The rest of the step differs by a few hundred FLOPs of loop bookkeeping.)
   assert r4['flops_per_step_per_device'] - r2['flops_per_step_per_device'] == (
-      pytest.approx(2 * body, rel=1e-6))
+      pytest.approx(2 * body, rel=1e-3))
   # The same 4 steps as straight-line code (no loop to undercount) agree within 2%.
   unrolled = plan.plan(tiny(mcmc_steps=4, mcmc_unroll='full'), 'v4-8')
   assert not unrolled['rolled_loop']

@@ -17,7 +17,7 @@ The bank holds `persistent_size` rounded down to a multiple of the batch (9,984 
 batch 128, as the original on one replica). It is one global bank, sharded over devices,
 and the indices are drawn over all of it, so a run gives the same result on any number of
 devices (the original kept one slice per replica instead). Its rows are read and written
-shard by shard (`sharding.gather_rows`/`set_rows`, the same values as global indexing):
+shard by shard (`sharding.gather_rows`/`set_rows`, the values of global indexing):
 a step moves about `B` pairs per device, independent of the bank size and device count.
 """
 
