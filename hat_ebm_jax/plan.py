@@ -40,7 +40,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from hat_ebm_jax import config_lib, langevin, models, modes, sharding
 
