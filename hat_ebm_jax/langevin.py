@@ -165,11 +165,14 @@ class _Settings(NamedTuple):
     return max(self.steps - 1, 0) if self.rotated else self.steps
 
 
-def _resolve(config: Any, unroll) -> Tuple['_Settings', int]:
-  """Checked settings and the chunk size (`unroll` overrides `config.mcmc_unroll`)."""
+def _resolve(config: Any, unroll, backend: Optional[str] = None
+             ) -> Tuple['_Settings', int]:
+  """Checked settings and the chunk size (`unroll` overrides `config.mcmc_unroll`;
+  `'auto'` resolves for `backend`, default `jax.default_backend()`)."""
   s = sampler_settings(config)
   st = _settings(s)
-  return st, resolve_unroll(s['mcmc_unroll'] if unroll is None else unroll, st.steps)
+  return st, resolve_unroll(s['mcmc_unroll'] if unroll is None else unroll, st.steps,
+                            backend)
 
 
 def _settings(s: dict) -> _Settings:
@@ -417,7 +420,8 @@ def _under_trace(*trees) -> bool:
 
 def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Array],
            z: Array, y: Array, key: Array, config: Any,
-           unroll: Union[str, int, bool, None] = None) -> LangevinResult:
+           unroll: Union[str, int, bool, None] = None,
+           backend: Optional[str] = None) -> LangevinResult:
   """Runs `mcmc_steps` Langevin steps on `(z, y)` (SPEC §3).
 
   Args:
@@ -431,6 +435,8 @@ def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Arr
     key: PRNG key for the Langevin noise (unused when `use_noise=False`).
     config: dict or ConfigDict with the keys of `sampler_settings`.
     unroll: overrides `config.mcmc_unroll` (see `resolve_unroll`).
+    backend: the platform the sampler is compiled for (default
+      `jax.default_backend()`); `mcmc_unroll='auto'` resolves for it.
   Returns:
     A `LangevinResult`.
 
@@ -440,12 +446,12 @@ def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Arr
   longer than a chunk, where a Python loop drives a compiled chunk of unrolled steps.
   Every layout computes the same numbers (the per-step noise keys are drawn up front).
   """
-  st, chunk = _resolve(config, unroll)
+  st, chunk = _resolve(config, unroll, backend)
   z = jnp.asarray(z, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
   if _under_trace(ebm_apply, gen_apply, z, y, key):
     return _sample_inline(st, chunk, ebm_apply, gen_apply, z, y, key)
-  if _use_host_loop(st, chunk):
+  if _use_host_loop(st, chunk, backend):
     return _sample_host_loop(st, chunk, ebm_apply, gen_apply, z, y, key)
   (ebm_d, ebm_s), (gen_d, gen_s) = _split_net(ebm_apply), _split_net(gen_apply)
   return _jit_whole(st, chunk, ebm_s, gen_s, ebm_d, gen_d, z, y, key)
@@ -461,7 +467,7 @@ def runs_on_host(config: Any, unroll: Union[str, int, bool, None] = None,
   sampler longer than one chunk). Traced inside a caller's jit the same sampler would
   be a while loop, several times slower on CPU: such a caller should run `sample`
   outside its jit (train.py does, with the modes' `langevin_step`)."""
-  st, chunk = _resolve(config, unroll)
+  st, chunk = _resolve(config, unroll, backend)
   return _use_host_loop(st, chunk, backend)
 
 
@@ -502,3 +508,29 @@ def lower(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Arra
 def nets(module: Any, variables: Any) -> jax.tree_util.Partial:
   """`module.apply` bound to `variables` as a pytree, the form `sample` compiles best."""
   return jax.tree_util.Partial(module.apply, variables)
+
+
+def loop_body(config: Any, ebm_apply: Callable[[Array], Array],
+              gen_apply: Callable[[Array], Array], z: Array, y: Array, x_gen: Array,
+              key: Array) -> Tuple[Array, Array, Array, Array]:
+  """One body of `sample`'s loop on chains `(z, y)` -> `(z, y, record_z, record_y)`:
+  the moved chains and the step's gradient-norm records (see `LangevinResult`).
+
+  A Langevin step; for sequential joint sampling the rotated body (the residual move of
+  one step, then the latent move of the next). `x_gen` is `G(z)` when the latents are
+  fixed (synthesis computes it once), unused otherwise. `sample` runs
+  `num_loop_bodies(config)` of these between its start and finish; XLA's cost analysis
+  counts a rolled loop's body once, so a compiled sampler's work is its cost plus
+  `num_loop_bodies - 1` times this program's (`hat_ebm_jax.plan`).
+  """
+  st = _settings(sampler_settings(config))
+  zero = jnp.zeros((), jnp.float32)
+  keys = jax.random.split(key, 1 + _key_offset(st))
+  return _unit(st, ebm_apply, gen_apply, (z, y, zero, zero),
+               None if st.update_latents else x_gen, keys)
+
+
+def num_loop_bodies(config: Any) -> int:
+  """How many `loop_body` runs one `sample` makes (`mcmc_steps`, or `mcmc_steps - 1` for
+  sequential joint sampling, whose first latent and last residual moves sit outside)."""
+  return _settings(sampler_settings(config)).num_units

@@ -8,7 +8,9 @@ a TPU pod slice, several GPU nodes or `N` CPU processes form one mesh). What liv
 * Langevin states `z`, `y` and the images made from them: split along `data`
   (`constrain_batch` in the modes);
 * the persistent bank `(z, x)` of synthesis: split along `data`; it is one global bank
-  and its indices are drawn over all of it;
+  and its indices are drawn over all of it; its rows are read and written shard by
+  shard (`gather_rows`, `set_rows`), so a step moves about `B` rows per device whatever
+  the bank size and device count;
 * params, optimizer states, EMA, batch stats, frozen nets, step, rng: replicated.
 
 Everything a step computes is then the same on any number of devices (up to float
@@ -36,6 +38,7 @@ import functools
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -159,6 +162,89 @@ def constrain_batch(tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
 
   return jax.tree_util.tree_map(pin, tree)
+
+
+def _shard_map(f, in_specs, out_specs):
+  """`jax.shard_map` over the ambient mesh (jax >= 0.7; else the experimental one)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if hasattr(jax, 'shard_map'):
+    return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+  from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+  return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)  # pragma: no cover
+
+
+def _owned(idx: jax.Array, rows_per_device: int):
+  """Global row indices -> (local index, whether this device holds the row)."""
+  local = idx - jax.lax.axis_index(DATA_AXIS) * rows_per_device
+  own = (local >= 0) & (local < rows_per_device)
+  return local, own
+
+
+def _rows_shard(tree: Any, idx: jax.Array) -> bool:
+  """Whether `gather_rows`/`set_rows` can work shard by shard: an ambient mesh with
+  several devices along `data`, and row and index counts that divide over it."""
+  n = _ambient_data_size()
+  return n > 1 and idx.shape[0] % n == 0 and all(
+      x.shape[0] % n == 0 for x in jax.tree_util.tree_leaves(tree))
+
+
+def gather_rows(tree: Any, idx: jax.Array) -> Any:
+  """`tree_map(lambda a: a[idx], tree)` for arrays `[N, ...]` split along `data`, with
+  indices `idx [B]` (replicated, distinct) drawn over all `N` rows -> `[B, ...]` split
+  along `data`. The values are those of global indexing: each is a sum of itself and
+  zeros (only a `-0.0` comes back as `0.0`).
+
+  Each device picks, for all `B` indices, the rows it holds (zeros elsewhere), and a
+  reduce-scatter over `data` sums the `D` partial results and hands each device its
+  `B / D` rows. Per device that moves about `B` rows a step, whatever `N` and `D`.
+  (Summed as float: XLA:TPU runs an integer reduce-scatter as a whole all-reduce.)
+  Plain indexing without a mesh or on one device.
+  """
+  if not _rows_shard(tree, idx):
+    return constrain_batch(jax.tree_util.tree_map(lambda a: a[idx], tree))
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+
+  def local(idx, *rows):
+    out = []
+    for r in rows:
+      loc, own = _owned(idx, r.shape[0])
+      picked = r[jnp.where(own, loc, 0)]
+      if picked.dtype == jnp.bool_:
+        picked = picked.astype(jnp.int32)
+      picked = jnp.where(own.reshape((-1,) + (1,) * (r.ndim - 1)), picked,
+                         jnp.zeros((), picked.dtype))
+      summed = jax.lax.psum_scatter(picked, DATA_AXIS, scatter_dimension=0, tiled=True)
+      out.append(summed.astype(r.dtype))
+    return tuple(out)
+
+  fn = _shard_map(local, in_specs=(P(),) + (P(DATA_AXIS),) * len(leaves),
+                  out_specs=(P(DATA_AXIS),) * len(leaves))
+  return jax.tree_util.tree_unflatten(treedef, fn(idx, *leaves))
+
+
+def set_rows(tree: Any, idx: jax.Array, values: Any) -> Any:
+  """`tree_map(lambda a, v: a.at[idx].set(v), tree, values)` for arrays `[N, ...]`
+  split along `data`, distinct indices `idx [B]` (replicated) and `values [B, ...]`
+  split along `data`: the `B` new rows are all-gathered and each device writes the ones
+  it holds. Per device about `B` rows a step, whatever `N` and `D`. Plain indexing
+  without a mesh or on one device."""
+  if not _rows_shard(tree, idx):
+    return jax.tree_util.tree_map(lambda a, v: a.at[idx].set(v), tree, values)
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  vals = treedef.flatten_up_to(values)
+
+  def local(idx, *args):
+    rows, new = args[:len(leaves)], args[len(leaves):]
+    out = []
+    for r, v in zip(rows, new):
+      loc, own = _owned(idx, r.shape[0])
+      v = jax.lax.all_gather(v, DATA_AXIS, axis=0, tiled=True)
+      out.append(r.at[jnp.where(own, loc, r.shape[0])].set(v, mode='drop'))
+    return tuple(out)
+
+  spec = (P(DATA_AXIS),) * len(leaves)
+  fn = _shard_map(local, in_specs=(P(),) + spec + spec, out_specs=spec)
+  return jax.tree_util.tree_unflatten(treedef, fn(idx, *leaves, *vals))
 
 
 def host_to_global(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:

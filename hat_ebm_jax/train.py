@@ -252,7 +252,8 @@ def make_train_step(mode, mesh, state_sh, batch_sh):
   compiled chunks and only `update_step` is jitted. Same numbers either way.
   """
   out_sh = (state_sh, sharding.replicated(mesh))
-  if not (hasattr(mode, 'langevin_step') and langevin.runs_on_host(mode.sampler)):
+  if not (hasattr(mode, 'langevin_step')
+          and langevin.runs_on_host(mode.sampler, backend=mode.platform)):
     return sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
                         out_shardings=out_sh, donate_argnums=(0,))
   update = sharding.jit(mode.update_step, mesh, in_shardings=(state_sh, batch_sh, None),

@@ -55,10 +55,10 @@ CI_TESTS = '.ci/run: python -m pytest -q -rs -m "slow or not slow" --durations=2
 # 'tests/<module>.py::<test>' or '.ci/run: <a line .ci/run runs>', or a tuple of them.
 COVERAGE = {
     # Quickstart
-    'pip install -e .': ".ci/run: python -m pip install -q -e '.[test]'",  # and extras
+    'pip install -e .': ".ci/run: python -m pip install -q -e '.[test,tpu]'",  # and extras
     'python -m hat_ebm_jax.main --config=configs/digits.py --workdir=runs/digits':
         HERE + 'test_digits_quickstart_writes_what_the_readme_lists',
-    "pip install -e '.[test]'": ".ci/run: python -m pip install -q -e '.[test]'",
+    "pip install -e '.[test,tpu]'": ".ci/run: python -m pip install -q -e '.[test,tpu]'",
     'python -m pytest -q': CI_TESTS,  # the quick tier, a part of the full suite
     'python -m pytest -q -m "slow or not slow"': CI_TESTS,
     # Modes and configs: datasets, retrofit
@@ -90,6 +90,12 @@ COVERAGE = {
         # the same flags, configs/tiny.py, run for real: preempted, resumed, compared
         'tests/test_scaling.py::test_two_processes_preempt_resume_and_match_one_process',
         'tests/test_scaling.py::test_launch_scripts_print_their_commands_with_dry_run'),
+    # Planning a TPU run without a TPU
+    "pip install -e '.[tpu]'": ".ci/run: python -m pip install -q -e '.[test,tpu]'",
+    'python -m hat_ebm_jax.plan': (
+        'tests/test_plan.py::test_the_cli_reports_a_step_that_does_not_fit_with_its_largest_buffers',
+        'tests/test_plan.py::test_cifar10_synthesis_fits_a_v4_8_with_one_gradient_all_reduce_per_update',
+        'tests/test_plan.py::test_the_evaluation_sampler_plans_with_the_eval_configs_settings'),
     # 2D toys
     'python -m hat_ebm_jax.main --config=configs/toy2d.py --workdir=runs/toy_synth':
         'tests/test_toy.py::test_synthesis_on_points_writes_samples_plots_and_mmds',

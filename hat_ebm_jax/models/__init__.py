@@ -103,8 +103,13 @@ def resolve_conv_algorithm(algorithm: str, backend: str = None) -> str:
   raise ValueError(f'conv_algorithm must be one of {CONV_ALGORITHMS}; got {algorithm!r}.')
 
 
-def create(name: str, **kwargs) -> nn.Module:
-  """Builds the network `name` (see module docstring) with keyword overrides."""
+def create(name: str, backend: str = None, **kwargs) -> nn.Module:
+  """Builds the network `name` (see module docstring) with keyword overrides.
+
+  `backend` is the platform the net will be compiled for ('cpu', 'gpu', 'tpu'; default
+  `jax.default_backend()`): `conv_algorithm='auto'` resolves for it, so a TPU program
+  planned on a CPU host gets TPU's direct convs (`hat_ebm_jax.plan`).
+  """
   if name not in _FACTORIES:
     raise ValueError(f'Unknown net {name!r}; known nets: {", ".join(NAMES)}.')
   factory = _FACTORIES[name]
@@ -117,7 +122,7 @@ def create(name: str, **kwargs) -> nn.Module:
   if 'dtype' in kwargs:
     kwargs['dtype'] = _dtype(kwargs['dtype'])
   if 'conv_algorithm' in kwargs:
-    kwargs['conv_algorithm'] = resolve_conv_algorithm(kwargs['conv_algorithm'])
+    kwargs['conv_algorithm'] = resolve_conv_algorithm(kwargs['conv_algorithm'], backend)
   if kwargs['ngf'] <= 0 or (name.startswith(('ebm_sngan64', 'ebm_sngan128',
                                              'gen_sngan64', 'gen_sngan128'))
                             and kwargs['ngf'] % 16):

@@ -17,11 +17,12 @@ class AutoencoderMode:
   checkpoint_upgrades = ()
   eval_split = 'test'
 
-  def __init__(self, config):
+  def __init__(self, config, platform=None):
     c = self.config = config
+    self.platform = platform or jax.default_backend()  # see base.HatEBMMode
     self.enc = models.create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype,
-                             conv_algorithm=c.conv_algorithm)
-    self.dec = base.make_generator(c)
+                             conv_algorithm=c.conv_algorithm, backend=self.platform)
+    self.dec = base.make_generator(c, self.platform)
     self.txs = {'enc': optim.make_optimizer(c.inf_lr_info),
                 'dec': optim.make_optimizer(c.gen_lr_info)}
     self.lrs = {'enc': optim.step_schedule(c.inf_lr_info),

@@ -76,14 +76,15 @@ def global_norm(tree) -> jax.Array:
   return optax.global_norm(tree)
 
 
-def make_generator(config):
-  """The generator-side net `config.gen_type` (SN-GAN generator, AE decoder, toy MLP)."""
+def make_generator(config, platform=None):
+  """The generator-side net `config.gen_type` (SN-GAN generator, AE decoder, toy MLP),
+  its `conv_algorithm` resolved for `platform` (default `jax.default_backend()`)."""
   c = config
   if c.gen_type == 'gen_toy':
     return models.create(c.gen_type, ngf=c.gen_ngf, nz=c.z_sz, out_factor=c.gen_factor,
                          dtype=c.dtype)
   kw = dict(ngf=c.gen_ngf, nch=c.nch, out_factor=c.gen_factor, dtype=c.dtype,
-            conv_algorithm=c.conv_algorithm)
+            conv_algorithm=c.conv_algorithm, backend=platform)
   if c.gen_type.startswith('gen_sngan'):
     kw.update(nz=c.z_sz, bottom=c.gen_bottom)
   elif c.gen_type == 'gen_decoder32':
@@ -94,23 +95,29 @@ def make_generator(config):
   return models.create(c.gen_type, **kw)
 
 
-def make_ebm(config):
-  """The hat network `config.ebm_type` (conv EBM or toy MLP)."""
+def make_ebm(config, platform=None):
+  """The hat network `config.ebm_type` (conv EBM or toy MLP), for `platform`."""
   c = config
   if c.ebm_type == 'ebm_toy':
     return models.create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
   return models.create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype,
-                       conv_algorithm=c.conv_algorithm)
+                       conv_algorithm=c.conv_algorithm, backend=platform)
 
 
 class HatEBMMode:
-  """Shared pieces of the two Hat EBM modes (synthesis, joint): nets, Langevin, EBM step."""
+  """Shared pieces of the two Hat EBM modes (synthesis, joint): nets, Langevin, EBM step.
 
-  def __init__(self, config):
+  `platform` ('cpu', 'gpu', 'tpu'; default `jax.default_backend()`) is the platform the
+  steps are compiled for: `conv_algorithm='auto'` and `mcmc_unroll='auto'` resolve for
+  it (a TPU plan made on a CPU host gets direct convs and the rolled loop).
+  """
+
+  def __init__(self, config, platform=None):
     self.config = config
     c = config
-    self.ebm = make_ebm(c)
-    self.gen = make_generator(c)
+    self.platform = platform or jax.default_backend()
+    self.ebm = make_ebm(c, self.platform)
+    self.gen = make_generator(c, self.platform)
     self.ebm_tx = optim.make_optimizer(c.ebm_lr_info, c.clip_ebm_grad, c.max_grad_norm)
     self.ebm_lr = optim.step_schedule(c.ebm_lr_info)
     self.sampler = config_lib.sampler_config(c)
@@ -160,7 +167,7 @@ class HatEBMMode:
     z, y = self.init_chains(k_init, n)
     return langevin.sample(self.ebm_apply_fn(state, use_ema),
                            self.gen_apply_fn(state, use_ema), z, y, k_run,
-                           sampler or self.sampler)
+                           sampler or self.sampler, backend=self.platform)
 
   def ebm_update(self, state: TrainState, data, samples, key):
     """EBM step: `loss = (mean H(data + data_epsilon N) - mean H(samples)) / T`."""

@@ -11,14 +11,23 @@ from hat_ebm_jax.modes import base
 
 
 class JointMode(base.HatEBMMode):
+  """`gen_variables`: the frozen generator's Flax variables (arrays, or
+  `jax.ShapeDtypeStruct`s under `jax.eval_shape`); default: loaded from
+  `config.gen_weights` by `init_state`."""
   name = 'joint'
   trainable = ('ebm',)
+
+  def __init__(self, config, platform=None, gen_variables=None):
+    super().__init__(config, platform)
+    self.gen_variables = gen_variables
 
   def init_state(self, rng) -> base.TrainState:
     k_ebm, k_run = jax.random.split(rng)
     ebm_v = models.init_variables(self.ebm, k_ebm, self.config.image_size)
-    gen_v = checkpointing.load_pretrained(self.config.gen_weights, self.gen,
-                                          self.config.gen_type)
+    gen_v = self.gen_variables
+    if gen_v is None:
+      gen_v = checkpointing.load_pretrained(self.config.gen_weights, self.gen,
+                                            self.config.gen_type)
     params = {'ebm': ebm_v['params']}
     return base.TrainState(
         step=jnp.zeros([], jnp.int32), params=params,

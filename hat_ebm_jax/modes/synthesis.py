@@ -16,7 +16,9 @@ written pair, as it does in exact arithmetic, and then no pair is fresh any more
 The bank holds `persistent_size` rounded down to a multiple of the batch (9,984 pairs at
 batch 128, as the original on one replica). It is one global bank, sharded over devices,
 and the indices are drawn over all of it, so a run gives the same result on any number of
-devices (the original kept one slice per replica instead).
+devices (the original kept one slice per replica instead). Its rows are read and written
+shard by shard (`sharding.gather_rows`/`set_rows`, the values of global indexing):
+a step moves about `B` pairs per device, independent of the bank size and device count.
 """
 
 import jax
@@ -50,8 +52,8 @@ class SynthesisMode(base.HatEBMMode):
   num_step_keys = 3  # Langevin, data noise, bank indices
   checkpoint_upgrades = (BANK_WITHOUT_FRESH,)
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, platform=None):
+    super().__init__(config, platform)
     c = config
     self.gen_tx = optim.make_optimizer(c.gen_lr_info)
     self.gen_lr = optim.step_schedule(c.gen_lr_info)
@@ -89,8 +91,8 @@ class SynthesisMode(base.HatEBMMode):
 
     # Generator: regress G(z_bank[i]) onto x_bank[i] at B distinct indices.
     idx = jax.random.choice(k_idx, self.bank_size, (n,), replace=False)
-    z_b, x_b, fresh_b = sharding.constrain_batch(
-        (state.bank['z'][idx], state.bank['x'][idx], state.bank['fresh'][idx]))
+    z_b, x_b, fresh_b = sharding.gather_rows(
+        (state.bank['z'], state.bank['x'], state.bank['fresh']), idx)
     gen_bs = state.batch_stats['gen']
     fresh = fresh_b.reshape((-1,) + (1,) * (x_b.ndim - 1))
 
@@ -105,8 +107,10 @@ class SynthesisMode(base.HatEBMMode):
         state.ema['gen'], c.gen_opt_decay)
     # The generator moves unless every pair it drew was fresh; written pairs are not fresh.
     still_fresh = jnp.logical_and(state.bank['fresh'], jnp.all(fresh_b))
-    bank = {'z': state.bank['z'].at[idx].set(r.z), 'x': state.bank['x'].at[idx].set(samples),
-            'fresh': still_fresh.at[idx].set(False)}
+    written = sharding.constrain_batch(jnp.zeros((n,), jnp.bool_))
+    bank = dict(zip(('z', 'x', 'fresh'), sharding.set_rows(
+        (state.bank['z'], state.bank['x'], still_fresh), idx,
+        (r.z, samples, written))))
 
     metrics.update(**self.langevin_metrics(r))
     metrics.update(gen_loss=gen_loss, lr_gen=self.gen_lr(state.step),
