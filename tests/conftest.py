@@ -25,6 +25,10 @@ import shutil
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The `tpu` extra makes libtpu importable; without a TPU, jax would probe for one in every
+# process (and print warnings on stderr, which the one-line-error tests read). The TPU
+# plan's tests compile for TPU through `jax.experimental.topologies` all the same.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 
 def _use_session_compilation_cache() -> None:
