@@ -41,13 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import config_lib, langevin, models, modes, sharding
+from hat_ebm_jax import cli, config_lib, langevin, models, modes, sharding
 
 GiB = 1024 ** 3
 PIP_COMMAND = "pip install -e '.[tpu]'  (or: pip install 'jax[tpu]==%s')" % jax.__version__
 
 
-class PlanError(ValueError):
+class PlanError(cli.UserError, ValueError):
   """Bad input to the planner: the message names the problem and the fix."""
 
 
@@ -579,21 +579,16 @@ def main(argv=None) -> int:
   flags.mark_flags_as_required(['config', 'topology'])
 
   def run(_):
-    try:
+    # A bad topology, config or batch is the user's: one line, exit 2 (`cli.run`).
+    with cli.user_errors(ValueError):
       report = plan(config_flag.value, topology.value, what.value,
                     int(hbm_gib.value * GiB) if hbm_gib.value else None)
-    except PlanError as e:
-      print(f'error: {e}', file=sys.stderr)
-      return 2
-    except ValueError as e:  # the config and batch checks training and evaluation run
-      print(f'error: {e}', file=sys.stderr)
-      return 2
     print(format_report(report))
     print(json.dumps(report, default=float))
     return 0 if report['fits'] else 1
 
   try:
-    app.run(lambda a: sys.exit(run(a)), argv=argv)
+    cli.run(lambda a: sys.exit(run(a)), argv=argv)
   except SystemExit as e:
     return int(e.code or 0)
   return 0

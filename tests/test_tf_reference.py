@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +27,7 @@ def check_smoke_lines(lines):
     assert isinstance(l['load_avg_1min'], float), l
 
 
+@pytest.mark.slow  # a benchmark's subprocess smoke run, as in test_benchmarks
 def test_smoke_prints_well_formed_lines():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   t0 = time.time()

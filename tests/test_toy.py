@@ -72,6 +72,7 @@ def test_synthesis_on_points_writes_samples_plots_and_mmds(tmp_path):
   assert (tmp_path / 'run.png').stat().st_size > 0
 
 
+@pytest.mark.slow  # the command line of hat_ebm_jax.toy, in a subprocess
 def test_weak_generator_cli_feeds_refinement(tmp_path):
   weak, run = tmp_path / 'weak', tmp_path / 'run'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)

@@ -31,7 +31,10 @@ def _mode_and_state(mode_name, **changes):
   return m, state, batch
 
 
-@pytest.mark.parametrize('mode_name', ['synthesis', 'joint'])
+# Both modes go through the same `train.make_train_step` host path; joint adds latent moves,
+# which test_langevin_programs checks in the host loop.
+@pytest.mark.parametrize('mode_name', ['synthesis',
+                                       pytest.param('joint', marks=pytest.mark.slow)])
 def test_host_driven_langevin_step_equals_one_jitted_step(mode_name):
   if jax.default_backend() != 'cpu':
     pytest.skip('the host-driven layout is the CPU one')
