@@ -539,7 +539,8 @@ def run(config, workdir: str) -> Dict[str, Any]:
   # --- every check that can fail, before anything is written
   config_lib.validate(config)
   mesh = sharding.create_mesh()
-  check_config(config, sharding.data_size(mesh), jax.process_count())
+  with cli.user_errors(ValueError):  # evaluation settings: one line at the command line
+    check_config(config, sharding.data_size(mesh), jax.process_count())
   n = int(config.num_eval_samples)
   metric = quality_metric(config) if n else None
   features = fingerprint = None
