@@ -209,8 +209,8 @@ def gather_rows(tree: Any, idx: jax.Array) -> Any:
     for r in rows:
       loc, own = _owned(idx, r.shape[0])
       picked = r[jnp.where(own, loc, 0)]
-      if picked.dtype == jnp.bool_:
-        picked = picked.astype(jnp.int32)
+      if picked.dtype == jnp.bool_:  # marks summed as float too (0 and 1, exact)
+        picked = picked.astype(jnp.float32)
       picked = jnp.where(own.reshape((-1,) + (1,) * (r.ndim - 1)), picked,
                          jnp.zeros((), picked.dtype))
       summed = jax.lax.psum_scatter(picked, DATA_AXIS, scatter_dimension=0, tiled=True)
