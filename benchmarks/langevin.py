@@ -7,14 +7,15 @@ prints one JSON object per line:
 
 * `bench=sampler`, `sampler=synthesis` (residual only, `G(z)` fixed) and `sampler=joint`
   (latents and residual): `s_per_step`, `steps_per_s` (median of `--repeats` runs of
-  `--sampler_steps` steps through `langevin.sample`, exactly what a user calling it gets),
+  `--sampler_steps` steps through `langevin_programs.sample`, what a user calling it on
+  concrete arrays gets),
   `compile_s`, `flops_per_step` (model FLOPs: XLA's cost analysis of the step with direct
   convolutions), `flops_per_s`, `mfu` against `peak_flops`, `xla_flops_per_step` (cost
   analysis of the program as run: fewer where Winograd convs run), `peak_memory_bytes`;
 * `bench=train_step`: the mode's `train_step` jitted as `train.py` does, on a random batch
   with a `--train_mcmc_steps` sampler: `steps_per_s`, `compile_s`, FLOPs, MFU, memory;
 * `bench=compile`: trace + compile time of the `--compile_steps` samplers (50 and 250 by
-  default) without running them, with the programs `langevin.sample` would run.
+  default) without running them, with the programs `langevin_programs.sample` would run.
 
 Runs unchanged on CPU, GPU and TPU (one device). The peak FLOP/s behind `mfu` is taken
 from the device kind (`peak_basis` says which) or `--peak_flops`. On CPU the lines also
@@ -40,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, langevin, models, modes, sharding,
-                         train)
+from hat_ebm_jax import (checkpointing, cli, config_lib, langevin, langevin_programs,
+                         models, modes, sharding, train)
 from hat_ebm_jax.modes import base
 
 import benchmarks
@@ -101,7 +102,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument('--mcmc_update', default=None,
                  help="'sequential' or 'simultaneous' (default: config's)")
   p.add_argument('--sampler_call', default='direct', choices=('direct', 'jit'),
-                 help="'direct': langevin.sample on concrete arrays (what users get); "
+                 help="'direct': langevin_programs.sample on concrete arrays; "
                  "'jit': inside jax.jit, laid out as inside a training step")
   p.add_argument('--train_layout', default='auto', choices=('auto', 'jit'),
                  help="'auto': the training step train.py runs (on CPU, long samplers "
@@ -233,13 +234,11 @@ def make_nets(config, key):
           models.init_variables(gen, k2, c.image_size))
 
 
-def sampler_config(config, kind: str, steps: int, args) -> dict:
-  s = config_lib.sampler_config(config)
-  s['mcmc_steps'] = steps
-  s['update_latents'] = kind == 'joint'
-  if kind == 'joint' and not s['epsilon_latent']:
-    s['epsilon_latent'] = args.epsilon_latent
-  return s
+def sampler_config(config, kind: str, steps: int, args) -> langevin.Settings:
+  c = _with(config, mcmc_steps=steps, update_latents=kind == 'joint')
+  if kind == 'joint' and not c.epsilon_latent:
+    c.epsilon_latent = args.epsilon_latent
+  return langevin.Settings.from_config(c)
 
 
 def _common(config, args) -> Dict[str, Any]:
@@ -257,7 +256,7 @@ def _common(config, args) -> Dict[str, Any]:
 def _unrolled_flops(e_fn, g_fn, z, y, key, scfg) -> float:
   """FLOPs of one sampler run, from XLA's cost analysis of the fully unrolled program
   (the same work in every layout; cost analysis counts a while loop's body once)."""
-  (_, lowered, _), = langevin.lower(e_fn, g_fn, z, y, key, scfg, unroll='full')
+  (_, lowered, _), = langevin_programs.lower(e_fn, g_fn, z, y, key, scfg, unroll='full')
   return _flops(lowered.cost_analysis())
 
 
@@ -294,8 +293,9 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
     run = jax.jit(lambda e, g, z, y, k: langevin.sample(e, g, z, y, k, scfg))
     programs = [('jit', None, 1)]
   else:
-    run = lambda e, g, z, y, k: langevin.sample(e, g, z, y, k, scfg)  # pylint: disable=unnecessary-lambda-assignment
-    programs = langevin.lower(e_fn, g_fn, z, y, key, scfg)
+    def run(e, g, z, y, k):
+      return langevin_programs.sample(e, g, z, y, k, scfg)
+    programs = langevin_programs.lower(e_fn, g_fn, z, y, key, scfg)
   xla_flops = flops = _unrolled_flops(e_fn, g_fn, z, y, key, scfg)
   if not runs_direct_convs(config):
     d_ebm, d_gen = direct_conv_modules(config)
@@ -325,7 +325,7 @@ def bench_sampler(config, args, kind: str, nets) -> Dict[str, Any]:
              xla_flops_per_step=xla_flops / steps, peak_flops=peak, peak_basis=basis,
              peak_memory_bytes=peak_memory_bytes(),
              layout=[[n, c] for n, _, c in programs], sampler_call=args.sampler_call,
-             mcmc_unroll=str(scfg['mcmc_unroll']), mcmc_update=scfg['mcmc_update'])
+             mcmc_unroll=str(scfg.mcmc_unroll), mcmc_update=scfg.mcmc_update)
   if jax.default_backend() == 'cpu':
     out['cpu_s_per_step'] = statistics.median(cpus) / steps
   out.update(_common(config, args))
@@ -346,7 +346,7 @@ def bench_compile(config, args, kind: str, steps: int, nets) -> Dict[str, Any]:
     programs = [('jit', jax.jit(lambda e, g, z, y, k: langevin.sample(
         e, g, z, y, k, scfg)).lower(e_fn, g_fn, z, y, key), 1)]
   else:
-    programs = langevin.lower(e_fn, g_fn, z, y, key, scfg)
+    programs = langevin_programs.lower(e_fn, g_fn, z, y, key, scfg)
   per_program = {}
   for name, low, _ in programs:
     t = time.perf_counter()
@@ -355,7 +355,7 @@ def bench_compile(config, args, kind: str, steps: int, nets) -> Dict[str, Any]:
   out = dict(bench='compile', sampler=kind, steps=steps,
              compile_s=time.perf_counter() - t0, compile_s_per_program=per_program,
              layout=[[n, c] for n, _, c in programs], sampler_call=args.sampler_call,
-             mcmc_unroll=str(scfg['mcmc_unroll']), peak_memory_bytes=peak_memory_bytes())
+             mcmc_unroll=str(scfg.mcmc_unroll), peak_memory_bytes=peak_memory_bytes())
   out.update(_common(config, args))
   return out
 
@@ -397,7 +397,7 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   batch_sh = sharding.batch_sharded(mesh)
   state = jax.device_put(state, state_sh)
   batch = jax.device_put(batch, batch_sh)
-  host = args.train_layout == 'auto' and langevin.runs_on_host(mode.sampler)
+  host = args.train_layout == 'auto' and langevin_programs.runs_on_host(mode.sampler)
   # FLOPs of the step as one unrolled program (the same work however it is laid out):
   # the model's (direct convolutions) and the program's as run.
   def unrolled_flops(**changes):

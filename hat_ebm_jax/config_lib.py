@@ -6,6 +6,8 @@ carry a one-line comment. `validate(config)` rejects unknown keys and impossible
 before anything compiles.
 """
 
+import warnings
+
 import ml_collections
 
 MODES = ('synthesis', 'joint', 'autoencoder', 'evaluate')
@@ -104,21 +106,21 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def update_latents(config) -> bool:
-  """Whether Langevin moves `z`: explicit key, else `mode == 'joint'`."""
-  if config.update_latents is not None:
-    return bool(config.update_latents)
-  return config.mode == 'joint'
+  """Deprecated: `langevin.Settings.from_config(config).update_latents` (explicit key,
+  else `mode == 'joint'`)."""
+  from hat_ebm_jax import langevin  # pylint: disable=g-import-not-at-top
+  warnings.warn('config_lib.update_latents is deprecated; use '
+                'langevin.Settings.from_config(config).update_latents.',
+                DeprecationWarning, stacklevel=2)
+  return langevin.Settings.from_config(config).update_latents
 
 
 def sampler_config(config) -> dict:
-  """The Langevin keys of `config` as the dict `langevin.sample` reads."""
-  return dict(mcmc_steps=config.mcmc_steps, mcmc_temp=config.mcmc_temp,
-              epsilon=config.epsilon, epsilon_latent=config.epsilon_latent,
-              update_latents=update_latents(config), use_noise=config.use_noise,
-              tau_res=config.tau_res,
-              clip_langevin_grad_res=config.clip_langevin_grad_res,
-              max_langevin_norm_res=config.max_langevin_norm_res,
-              mcmc_unroll=config.mcmc_unroll, mcmc_update=config.mcmc_update)
+  """Deprecated: `langevin.Settings.from_config(config)` (`.to_dict()` for the dict)."""
+  from hat_ebm_jax import langevin  # pylint: disable=g-import-not-at-top
+  warnings.warn('config_lib.sampler_config is deprecated; use '
+                'langevin.Settings.from_config.', DeprecationWarning, stacklevel=2)
+  return langevin.Settings.from_config(config).to_dict()
 
 
 def validate(config) -> None:
@@ -146,7 +148,7 @@ def validate(config) -> None:
   if config.data_epsilon < 0:
     raise ValueError(f'config.data_epsilon must be >= 0; got {config.data_epsilon}.')
   if config.mode in ('synthesis', 'joint', 'evaluate'):
-    langevin.sampler_settings(sampler_config(config))
+    langevin.Settings.from_config(config)
     for key in ('ebm_lr_info', 'gen_lr_info'):
       optim.check_lr_info(config[key], f'config.{key}')
     if not 0 <= config.ebm_opt_decay < 1 or not 0 <= config.gen_opt_decay < 1:

@@ -562,7 +562,8 @@ def run(config, workdir: str) -> Dict[str, Any]:
   logging.info('Evaluating %s weights (%s) into %s.', info['weights'], info['source'],
                out_dir)
 
-  sampler = dict(mode.sampler, init_scale_latent=float(config.init_scale_latent),
+  sampler = dict(mode.sampler.to_dict(),
+                 init_scale_latent=float(config.init_scale_latent),
                  init_scale_res=float(config.init_scale_res))
   results: Dict[str, Any] = dict(
       eval_name=out_dir.name, dataset=config.dataset, image_size=int(config.image_size),

@@ -16,8 +16,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, langevin, modes,
-                         sharding, visualize)
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline,
+                         langevin_programs, modes, sharding, visualize)
 
 
 class DivergenceError(cli.UserError, RuntimeError):
@@ -246,14 +246,15 @@ def close(manager, writer) -> None:
 def make_train_step(mode, mesh, state_sh, batch_sh):
   """`(state, batch) -> (state, metrics)`: `mode.train_step` as one jitted program (the
   state donated), except on CPU for samplers longer than a chunk
-  (`langevin.runs_on_host`, e.g. the 250 steps of refinement): inside one program those
-  would be a while loop, several times slower on XLA:CPU (or minutes to compile
-  unrolled), so the mode's `langevin_step` runs from the host as langevin's loop over
-  compiled chunks and only `update_step` is jitted. Same numbers either way.
+  (`langevin_programs.runs_on_host`, e.g. the 250 steps of refinement): inside one
+  program those would be a while loop, several times slower on XLA:CPU (or minutes to
+  compile unrolled), so the mode's `langevin_step` runs on concrete arrays
+  (`concrete=True`) as `langevin_programs`' host loop over compiled chunks and only
+  `update_step` is jitted. Same numbers either way.
   """
   out_sh = (state_sh, sharding.replicated(mesh))
   if not (hasattr(mode, 'langevin_step')
-          and langevin.runs_on_host(mode.sampler, backend=mode.platform)):
+          and langevin_programs.runs_on_host(mode.sampler, backend=mode.platform)):
     return sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
                         out_shardings=out_sh, donate_argnums=(0,))
   update = sharding.jit(mode.update_step, mesh, in_shardings=(state_sh, batch_sh, None),
@@ -261,7 +262,7 @@ def make_train_step(mode, mesh, state_sh, batch_sh):
 
   def train_step(state, batch):
     with sharding.use_mesh(mesh):
-      r = mode.langevin_step(state, batch)
+      r = mode.langevin_step(state, batch, concrete=True)
     return update(state, batch, r)
 
   return train_step

@@ -456,21 +456,21 @@ def test_epsilon_latent_absent_raises_when_latents_move():
   config = cfg(update_latents=True)
   del config['epsilon_latent']
   with pytest.raises(ValueError, match='epsilon_latent'):
-    langevin.sampler_settings(config)
+    langevin.Settings.from_config(config)
 
 
 def test_clip_on_without_max_norm_key_raises():
   config = cfg(clip_langevin_grad_res=True)
   del config['max_langevin_norm_res']
   with pytest.raises(ValueError, match='max_langevin_norm_res'):
-    langevin.sampler_settings(config)
+    langevin.Settings.from_config(config)
 
 
 def test_optional_keys_default_and_configdict_is_accepted():
   """Only the five required keys are needed; a ConfigDict reads like a dict."""
   minimal = dict(mcmc_steps=2, mcmc_temp=1.0, epsilon=0.1, update_latents=False,
                  use_noise=False)
-  s = langevin.sampler_settings(minimal)
-  assert s['tau_res'] == 0.0 and s['clip_langevin_grad_res'] is False
-  assert s['mcmc_update'] == 'sequential' and s['mcmc_unroll'] == 'auto'
-  assert langevin.sampler_settings(ml_collections.ConfigDict(minimal)) == s
+  s = langevin.Settings.from_config(minimal)
+  assert s.tau_res == 0.0 and s.clip_langevin_grad_res is False
+  assert s.mcmc_update == 'sequential' and s.mcmc_unroll == 'auto'
+  assert langevin.Settings.from_config(ml_collections.ConfigDict(minimal)) == s

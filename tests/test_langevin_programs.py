@@ -1,7 +1,8 @@
-"""How `langevin.sample` runs on concrete arrays: the compiled programs it picks (one
-program, or on CPU a Python loop over a compiled chunk of steps), networks passed as
-`Partial` pytrees, `langevin.lower`, and the float32 scaling by 1/T around low-precision
-networks. The numbers themselves are pinned by tests/test_langevin.py.
+"""How `langevin_programs.sample` runs the sampler on concrete arrays: the compiled
+programs it picks (one program, or on CPU a Python loop over a compiled chunk of steps),
+networks passed as `Partial` pytrees, `langevin_programs.lower`, and the float32 scaling
+by 1/T around low-precision networks. The numbers themselves are pinned by
+tests/test_langevin.py.
 """
 
 import functools
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hat_ebm_jax import langevin
+from hat_ebm_jax import langevin, langevin_programs
 
 B, IMG, NZ = 3, (4, 4, 2), 5
 D = int(np.prod(IMG))
@@ -77,7 +78,7 @@ def test_concrete_call_computes_the_inline_chain(sampler, unroll):
   """On concrete arrays `sample` runs compiled programs (on CPU a host loop over chunks of
   `unroll` steps when that is shorter than the sampler): same chain, noise included."""
   config = cfg(**SAMPLERS[sampler])
-  got = langevin.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=unroll)
+  got = langevin_programs.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=unroll)
   assert not isinstance(got.y, jax.core.Tracer)
   assert_same(got, inline(config))
 
@@ -85,8 +86,8 @@ def test_concrete_call_computes_the_inline_chain(sampler, unroll):
 def test_plain_callables_work_on_concrete_arrays():
   """Callables that are not pytrees are static arguments of the programs."""
   config = cfg()
-  got = langevin.sample(lambda x: energy(EBM_W, x), lambda z: generator(GEN_W, z), Z0, Y0,
-                        KEY, config, unroll=2)
+  got = langevin_programs.sample(lambda x: energy(EBM_W, x), lambda z: generator(GEN_W, z),
+                                 Z0, Y0, KEY, config, unroll=2)
   assert_same(got, inline(config))
 
 
@@ -94,7 +95,7 @@ def test_plain_callables_work_on_concrete_arrays():
 def test_short_and_empty_samplers_on_concrete_arrays(steps):
   config = cfg(mcmc_steps=steps)
   for unroll in (1, 'full'):
-    assert_same(langevin.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=unroll),
+    assert_same(langevin_programs.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=unroll),
                 inline(config))
 
 
@@ -103,18 +104,19 @@ def test_host_loop_programs_on_cpu():
   each step of the remainder, finish; the calls cover every step."""
   if jax.default_backend() != 'cpu':
     pytest.skip('the host loop is the CPU layout')
-  progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=12), unroll=5)
+  progs = langevin_programs.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=12), unroll=5)
   names = [(n, calls) for n, _, calls in progs]
   # Sequential joint: step 0's latent move is in `start`; 11 units = 2 x 5 + 1.
   assert names == [('start', 1), ('chunk5', 2), ('unit', 1), ('finish', 1)]
-  progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=14), unroll=5)
+  progs = langevin_programs.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=14), unroll=5)
   # 13 units = 2 x 5 + 3: the remainder runs the one-unit program three times.
   assert [(n, c) for n, _, c in progs] == [('start', 1), ('chunk5', 2), ('unit', 3),
                                            ('finish', 1)]
-  progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=10, update_latents=False),
-                         unroll=5)
+  progs = langevin_programs.lower(EBM, GEN, Z0, Y0, KEY,
+                                  cfg(mcmc_steps=10, update_latents=False), unroll=5)
   assert [(n, c) for n, _, c in progs] == [('start', 1), ('chunk5', 2), ('finish', 1)]
-  progs = langevin.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=10), unroll='full')
+  progs = langevin_programs.lower(EBM, GEN, Z0, Y0, KEY, cfg(mcmc_steps=10),
+                                  unroll='full')
   assert [(n, c) for n, _, c in progs] == [('whole', 1)]
   cost = progs[0][1].cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
@@ -126,12 +128,12 @@ def test_network_variables_are_arguments_not_constants():
   if jax.default_backend() != 'cpu':
     pytest.skip('the host loop is the CPU layout')
   config = cfg(mcmc_steps=9)
-  langevin.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=4)
-  size = langevin._jit_units._cache_size()  # pylint: disable=protected-access
+  langevin_programs.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=4)
+  size = langevin_programs._jit_units._cache_size()  # pylint: disable=protected-access
   ebm2 = jax.tree_util.Partial(energy, jnp.asarray(-EBM_W))
-  a = langevin.sample(ebm2, GEN, Z0, Y0, KEY, config, unroll=4)
-  assert langevin._jit_units._cache_size() == size  # pylint: disable=protected-access
-  b = langevin.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=4)
+  a = langevin_programs.sample(ebm2, GEN, Z0, Y0, KEY, config, unroll=4)
+  assert langevin_programs._jit_units._cache_size() == size  # pylint: disable=protected-access
+  b = langevin_programs.sample(EBM, GEN, Z0, Y0, KEY, config, unroll=4)
   assert np.abs(np.asarray(a.y) - np.asarray(b.y)).max() > 1e-4
 
 
@@ -153,7 +155,7 @@ def test_energy_is_scaled_by_one_over_t_in_float32_outside_the_network():
   is taken unscaled and divided by T in float32."""
   config = cfg(mcmc_temp=1e-8, epsilon=1e-5, use_noise=False, tau_res=0.0,
                update_latents=False, clip_langevin_grad_res=False, mcmc_steps=1)
-  r = langevin.sample(half_energy, GEN, Z0, Y0, KEY, config)
+  r = langevin_programs.sample(half_energy, GEN, Z0, Y0, KEY, config)
   x = np.tanh(Z0 @ GEN_W).reshape((B,) + IMG) + Y0  # H is evaluated at G(z) + y
   want = Y0 - (1e-5 ** 2 / 2) * 2 * x.astype(np.float16).astype(np.float32) / 1e-8
   assert np.all(np.isfinite(r.y))

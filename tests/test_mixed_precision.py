@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, langevin, models, modes
+from hat_ebm_jax import (checkpointing, config_lib, langevin, langevin_programs, models,
+                         modes)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,8 +68,8 @@ def test_bfloat16_langevin_moves_agree_with_float32():
   y = jnp.zeros((4, 32, 32, 3))
   config = dict(mcmc_steps=2, mcmc_temp=1e-8, epsilon=5e-4, update_latents=False,
                 use_noise=False, clip_langevin_grad_res=True, max_langevin_norm_res=2.5)
-  moves = [np.asarray(langevin.sample(langevin.nets(e, ev), langevin.nets(gen, gv), z, y,
-                                      jax.random.PRNGKey(3), config).y)
+  moves = [np.asarray(langevin_programs.sample(langevin.nets(e, ev), langevin.nets(gen, gv),
+                                               z, y, jax.random.PRNGKey(3), config).y)
            for e in (ebm16, ebm32)]
   assert np.all(np.isfinite(moves[0]))
   cos = np.sum(moves[0] * moves[1]) / np.linalg.norm(moves[0]) / np.linalg.norm(moves[1])

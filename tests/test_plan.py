@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from hat_ebm_jax import config_lib, langevin, modes, plan, sharding
+from hat_ebm_jax import config_lib, langevin_programs, modes, plan, sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,8 +80,8 @@ def test_a_tpu_plan_on_a_cpu_host_gets_direct_convs_and_the_rolled_loop():
   host, tpu = modes.create(c), plan.build_mode(c, 'tpu')
   assert (host.ebm.conv_algorithm, host.gen.conv_algorithm) == ('winograd_large',) * 2
   assert (tpu.ebm.conv_algorithm, tpu.gen.conv_algorithm) == ('direct', 'direct')
-  assert langevin.runs_on_host(host.sampler, backend=host.platform)
-  assert not langevin.runs_on_host(tpu.sampler, backend=tpu.platform)
+  assert langevin_programs.runs_on_host(host.sampler, backend=host.platform)
+  assert not langevin_programs.runs_on_host(tpu.sampler, backend=tpu.platform)
   # The training step is one program with the sampler as a rolled loop (one while).
   progs = plan.train_programs(c, mesh_of('v4-8'))
   text = progs.step.lower(*progs.step_args).as_text()

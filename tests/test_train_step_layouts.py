@@ -2,6 +2,7 @@
 (`langevin_step` on concrete arrays, then the jitted `update_step`); it computes the
 step that the single jitted `train_step` computes."""
 
+import dataclasses
 import os
 from unittest import mock
 
@@ -9,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, langevin, models, modes, sharding, train
+from hat_ebm_jax import (checkpointing, config_lib, langevin_programs, models, modes,
+                         sharding, train)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +41,7 @@ def test_host_driven_langevin_step_equals_one_jitted_step(mode_name):
   if jax.default_backend() != 'cpu':
     pytest.skip('the host-driven layout is the CPU one')
   m, state, batch = _mode_and_state(mode_name, mcmc_steps=5, mcmc_unroll='2')
-  assert langevin.runs_on_host(m.sampler)
+  assert langevin_programs.runs_on_host(m.sampler)
   mesh = sharding.create_mesh(jax.devices()[:1])
   state_sh = sharding.state_shardings(state, mesh)
   step = train.make_train_step(m, mesh, state_sh, sharding.batch_sharded(mesh))
@@ -56,6 +58,7 @@ def test_host_driven_langevin_step_equals_one_jitted_step(mode_name):
 
 def test_short_samplers_stay_inside_the_jitted_step():
   m, _, _ = _mode_and_state('synthesis')
-  assert not langevin.runs_on_host(m.sampler)  # tiny: 3 steps, fully unrolled
-  assert langevin.runs_on_host(dict(m.sampler, mcmc_steps=250), backend='cpu')
-  assert not langevin.runs_on_host(dict(m.sampler, mcmc_steps=250), backend='gpu')
+  assert not langevin_programs.runs_on_host(m.sampler)  # tiny: 3 steps, fully unrolled
+  long = dataclasses.replace(m.sampler, mcmc_steps=250)
+  assert langevin_programs.runs_on_host(long, backend='cpu')
+  assert not langevin_programs.runs_on_host(long, backend='gpu')

@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hat_ebm_jax import langevin, losses, models, optim, sharding
-from hat_ebm_jax import config_lib
+from hat_ebm_jax import langevin, langevin_programs, losses, models, optim, sharding
 
 Metrics = Dict[str, jax.Array]
 
@@ -120,7 +119,7 @@ class HatEBMMode:
     self.gen = make_generator(c, self.platform)
     self.ebm_tx = optim.make_optimizer(c.ebm_lr_info, c.clip_ebm_grad, c.max_grad_norm)
     self.ebm_lr = optim.step_schedule(c.ebm_lr_info)
-    self.sampler = config_lib.sampler_config(c)
+    self.sampler = langevin.Settings.from_config(c)
     self.latent_shape = models.latent_shape(self.gen)
 
 
@@ -128,7 +127,7 @@ class HatEBMMode:
     """Per-sample shape of the data the EBM sees."""
     return models.input_shape(self.ebm, self.config.image_size)
 
-  # The nets as `Partial` pytrees: called on concrete arrays, `langevin.sample` then
+  # The nets as `Partial` pytrees: on concrete arrays, `langevin_programs.sample` then
   # passes the variables to its compiled programs as arguments (compiled once).
   def ebm_apply_fn(self, state: TrainState, use_ema: bool = False) -> Callable:
     return langevin.nets(self.ebm, variables(state, 'ebm', use_ema))
@@ -148,26 +147,30 @@ class HatEBMMode:
 
   # A training step is `update_step(state, batch, langevin_step(state, batch))`: traced
   # as one program, or on CPU for long samplers with the Langevin phase driven from the
-  # host (`langevin.runs_on_host`, train.py).
+  # host (`langevin_programs.runs_on_host`, train.py: `langevin_step(..., concrete=True)`).
   checkpoint_upgrades = ()
   num_step_keys = 2  # keys a training step draws (`step_key`); the first is Langevin's
 
-  def langevin_step(self, state: TrainState, batch) -> langevin.LangevinResult:
-    """This training step's Langevin run (SPEC §4 steps 1-2), one chain per data row."""
+  def langevin_step(self, state: TrainState, batch,
+                    concrete: bool = False) -> langevin.LangevinResult:
+    """This training step's Langevin run (SPEC §4 steps 1-2), one chain per data row.
+    `concrete`: called on concrete arrays, outside jit (see `run_langevin`)."""
     return self.run_langevin(state, step_key(state, self.num_step_keys)[0],
-                             batch.shape[0])
+                             batch.shape[0], concrete=concrete)
 
   def train_step(self, state: TrainState, batch):
     """One training step on a data batch -> (state, metrics)."""
     return self.update_step(state, batch, self.langevin_step(state, batch))
 
   def run_langevin(self, state: TrainState, key, n: int, use_ema: bool = False,
-               sampler=None) -> langevin.LangevinResult:
+                   sampler=None, concrete: bool = False) -> langevin.LangevinResult:
+    """The sampler on `n` fresh chains: traced (inside the caller's jit), or with
+    `concrete=True` on concrete arrays as compiled programs (`langevin_programs`)."""
     k_init, k_run = jax.random.split(key)
     z, y = self.init_chains(k_init, n)
-    return langevin.sample(self.ebm_apply_fn(state, use_ema),
-                           self.gen_apply_fn(state, use_ema), z, y, k_run,
-                           sampler or self.sampler, backend=self.platform)
+    run = langevin_programs.sample if concrete else langevin.sample
+    return run(self.ebm_apply_fn(state, use_ema), self.gen_apply_fn(state, use_ema), z, y,
+               k_run, self.sampler if sampler is None else sampler, backend=self.platform)
 
   def ebm_update(self, state: TrainState, data, samples, key):
     """EBM step: `loss = (mean H(data + data_epsilon N) - mean H(samples)) / T`."""
