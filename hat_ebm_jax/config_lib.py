@@ -8,9 +8,9 @@ before anything compiles.
 
 import ml_collections
 
+from hat_ebm_jax.datasets import IMAGE_DATASETS, TOY_DATASETS  # the one list of names
+
 MODES = ('synthesis', 'joint', 'autoencoder', 'evaluate')
-IMAGE_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012', 'digits')
-TOY_DATASETS = ('eight_gaussians', 'two_rings', 'checkerboard', 'pinwheel')
 
 
 def base_config() -> ml_collections.ConfigDict:
