@@ -1,7 +1,7 @@
 """Plan a Cloud TPU run on any machine: compile a config's real step for a TPU slice.
 
     python -m hat_ebm_jax.plan --config=configs/cifar10_synth.py --topology=v4-8
-    python -m hat_ebm_jax.plan --config=configs/eval_cifar10_synth.py --topology=v4-8 \\
+    python -m hat_ebm_jax.plan --config=configs/cifar10_synth.py:eval --topology=v4-8 \\
         --what=eval
     python -m hat_ebm_jax.plan --config=configs/imagenet128.py --topology=v4-32 \\
         --config.dtype=bfloat16
@@ -259,7 +259,7 @@ def eval_programs(config, mesh, platform: str = 'tpu') -> Programs:
   from hat_ebm_jax import evaluate  # pylint: disable=g-import-not-at-top
   if config.mode != 'evaluate':
     raise PlanError(f'--what=eval plans an evaluation config (config.mode=evaluate, '
-                    f'e.g. configs/eval_cifar10_synth.py); this one has mode '
+                    f'e.g. configs/cifar10_synth.py:eval); this one has mode '
                     f'{config.mode!r}.')
   config_lib.validate(config)
   evaluate.check_config(config, sharding.data_size(mesh))
