@@ -463,8 +463,8 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
     out['reference'] = dict(dataset=config.dataset, split=config.split, size=n,
                             floor_split=floor_split)
   scores = metrics.quality(metric, config, scored, **reference)
-  rows = [dict(samples={**FLOOR_ROWS, **SAMPLE_ROWS}[k], **{name: v})
-          for k, v in scores.items()]
+  labels = dict(SAMPLE_ROWS, floor=FLOOR_ROWS.get(metric))
+  rows = [dict(samples=labels[k], **{name: v}) for k, v in scores.items()]
   table_md = comparison_markdown(rows, name)
   logging.info('%s (%s, %d samples, seed %d):\n%s', name, label, n, config.eval_seed,
                table_md)

@@ -573,7 +573,8 @@ def main(argv=None) -> int:
   topology = flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type, e.g. '
                                  'v4-8, v4-32, v5litepod-8, v5p-8, v6e-8.')
   what = flags.DEFINE_enum('what', 'train', ['train', 'eval'], 'The training step, or '
-                           'the evaluation sampler of an eval_*.py config.')
+                           'the evaluation sampler of a configs/<experiment>.py:eval '
+                           'config.')
   hbm_gib = flags.DEFINE_float('hbm_gib', None, 'HBM per device to fit in, GiB '
                                '(default: the chip\'s).')
   flags.mark_flags_as_required(['config', 'topology'])

@@ -1,5 +1,6 @@
 """Every paper config carries exactly the values of SPEC §6 (and, with `:eval`, those of
-SPEC §7); bad configs fail early; the deprecated `eval_*.py` files equal the `:eval` forms."""
+SPEC §7); bad configs fail early; the deprecated `eval_<experiment>.py` files equal the
+`:eval` forms."""
 
 import warnings
 
