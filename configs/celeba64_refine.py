@@ -1,11 +1,19 @@
 """CelebA 64 px refinement of a pretrained SN-GAN (paper: FID 5.98). SPEC §6.
 
-Needs `--config.gen_weights=` the SN-GAN generator."""
+Needs `--config.gen_weights=` the SN-GAN generator.
+
+`configs/celeba64_refine.py:eval` evaluates a run or imported weights (paper: FID 5.98
+± 0.02; SN-GAN alone 6.13, the `G(z)` row of the comparison table), SPEC §7
+(`config_lib.evaluation_config`). Sampling: 125 Langevin steps on `z` and `y` from
+`z ~ N(0, I)`, `y = 0`, `epsilon = 0.0001`, `epsilon_latent = 0.005`, `T = 1e-06`,
+`tau_res = 0`. `--config.data_dir=TFDS_DIR` for the prepared dataset.
+"""
 
 from hat_ebm_jax import config_lib
 
 
-def get_config():
+def get_config(arg: str = ''):
+  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
   c = config_lib.base_config()
   c.exp_name = 'celeba64_refine'
   c.mode = 'joint'
@@ -21,4 +29,7 @@ def get_config():
   c.mcmc_temp = 1e-6
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5
-  return c
+  return config_lib.train_or_eval(
+      c, arg, mcmc_steps=125, epsilon=0.0001, epsilon_latent=0.005, mcmc_temp=1e-06,
+      tau_res=0.0, init_scale_res=0.0,
+      **config_lib.PAPER_EVALUATION)

@@ -1,12 +1,19 @@
 """CIFAR-10 retrofit: a Hat EBM on a deterministic autoencoder's decoder (paper: FID 26.01).
 
 Run `configs/cifar10_ae.py` first, then pass its workdir: `--config.gen_weights=runs/ae`.
-SPEC §6."""
+SPEC §6.
+
+`configs/cifar10_retrofit.py:eval` evaluates a run or imported weights (paper: FID
+26.01), SPEC §7 (`config_lib.evaluation_config`). Sampling: 125 Langevin steps on `z` and
+`y` from `z ~ N(0, I)`, `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `epsilon_latent = 0.001`,
+`T = 0.001`, `tau_res = 50`.
+"""
 
 from hat_ebm_jax import config_lib
 
 
-def get_config():
+def get_config(arg: str = ''):
+  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
   c = config_lib.base_config()
   c.exp_name = 'cifar10_retrofit'
   c.mode = 'joint'
@@ -23,4 +30,7 @@ def get_config():
   c.tau_res = 50.0
   c.data_epsilon = 1e-2
   c.clip_langevin_grad_res = False
-  return c
+  return config_lib.train_or_eval(
+      c, arg, mcmc_steps=125, epsilon=0.0005, epsilon_latent=0.001, mcmc_temp=0.001,
+      tau_res=50.0, init_scale_res=0.01,
+      **config_lib.PAPER_EVALUATION)

@@ -1,9 +1,16 @@
-"""CIFAR-10 32 px synthesis (paper: FID 19.30). SPEC §6."""
+"""CIFAR-10 32 px synthesis (paper: FID 19.30). SPEC §6.
+
+`configs/cifar10_synth.py:eval` evaluates a run or imported weights (paper: FID 19.30
+± 0.15), SPEC §7 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 125
+Langevin steps on `y` from `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `T = 0.001` (the
+original's generic evaluation config).
+"""
 
 from hat_ebm_jax import config_lib
 
 
-def get_config():
+def get_config(arg: str = ''):
+  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
   c = config_lib.base_config()
   c.exp_name = 'cifar10_synth'
   c.mode = 'synthesis'
@@ -19,4 +26,7 @@ def get_config():
   c.mcmc_temp = 1e-8
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5
-  return c
+  return config_lib.train_or_eval(
+      c, arg, mcmc_steps=125, epsilon=0.0005, mcmc_temp=0.001, tau_res=0.0,
+      init_scale_res=0.01,
+      **config_lib.PAPER_EVALUATION)

@@ -1,9 +1,16 @@
-"""ImageNet 128 px synthesis (paper: FID 40.24), 300k steps. SPEC §6."""
+"""ImageNet 128 px synthesis (paper: FID 40.24), 300k steps. SPEC §6.
+
+`configs/imagenet128.py:eval` evaluates a run or imported weights (paper: FID 40.24
+± 0.18), SPEC §7 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 150
+Langevin steps on `y` from `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `T = 1e-08`.
+`--config.data_dir=TFDS_DIR` for the prepared dataset.
+"""
 
 from hat_ebm_jax import config_lib
 
 
-def get_config(ngf: int = 1024):
+def get_config(arg: str = '', ngf: int = 1024):
+  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
   c = config_lib.base_config()
   c.exp_name = 'imagenet128'
   c.mode = 'synthesis'
@@ -22,4 +29,7 @@ def get_config(ngf: int = 1024):
   c.mcmc_temp = 1e-8
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5
-  return c
+  return config_lib.train_or_eval(
+      c, arg, mcmc_steps=150, epsilon=0.0005, mcmc_temp=1e-08, tau_res=0.0,
+      init_scale_res=0.01,
+      **config_lib.PAPER_EVALUATION)

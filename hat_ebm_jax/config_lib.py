@@ -10,9 +10,9 @@ import warnings
 
 import ml_collections
 
+from hat_ebm_jax.datasets import IMAGE_DATASETS, TOY_DATASETS  # the one list of names
+
 MODES = ('synthesis', 'joint', 'autoencoder', 'evaluate')
-IMAGE_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012', 'digits')
-TOY_DATASETS = ('eight_gaussians', 'two_rings', 'checkerboard', 'pinwheel')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -103,6 +103,76 @@ def base_config() -> ml_collections.ConfigDict:
   c.ood_split = 'test'  # new: in-distribution split the OOD sets are compared with
   c.num_ood_samples = 1000  # new: images per OOD set, at most
   return c
+
+
+# SPEC §7's FID protocol: 520 batches of 96 samples, sampled unclipped. The original's
+# evaluation configs name the residual clip `clip_langevin_grad` / `max_langevin_norm`,
+# which its sampler does not read, so its evaluation sampling ran unclipped.
+PAPER_EVALUATION = dict(clip_langevin_grad_res=False, num_eval_samples=49920,
+                        eval_batch_size=96)
+
+
+def evaluation_config(c: ml_collections.ConfigDict, **settings) -> ml_collections.ConfigDict:
+  """An experiment's training config `c` turned (in place) into its evaluation config.
+
+  `configs/<experiment>.py:eval` returns it; `python -m hat_ebm_jax.main` then runs
+  `evaluate.run` (SPEC §7):
+
+      # a run of configs/cifar10_synth.py (its latest checkpoint, raw weights):
+      python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \\
+          --config.fid_weights=fid_inception.npz
+      # the authors' TF checkpoints (or hat_ebm_jax.convert output directories):
+      python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=OUT \\
+          --config.ebm_weights=EBM_CKPT_PREFIX --config.gen_weights=GEN_CKPT_PREFIX \\
+          --config.fid_weights=fid_inception.npz
+
+  The nets stay those of the training config (`eval_model_mode` = its `mode`, which
+  becomes 'evaluate'), `exp_name` becomes `eval_<exp_name>`, and `settings` (the
+  paper's evaluation sampler: `mcmc_steps`, `epsilon`, `epsilon_latent`, `mcmc_temp`,
+  `tau_res`, `init_scale_res`, and `**PAPER_EVALUATION` for the FID protocol: 520
+  batches of 96 = 49,920 samples against as many `config.split` images, residual clip
+  off as the original's evaluation ran) are set on top. `--config.eval_seed=S` for the
+  spread over seeds. Results in `WORKDIR/eval/<eval_name>/results.json`.
+
+  Joint runs keep the frozen generator in their checkpoints; to rebuild the run's state
+  the generator named by its `gen_weights` (or `--config.gen_weights`) must still be
+  readable.
+  """
+  unknown = sorted(set(settings) - set(c.keys()))
+  if unknown:
+    raise ValueError(f'evaluation_config: unknown key(s) {unknown}.')
+  c.eval_model_mode = c.mode
+  c.mode = 'evaluate'
+  c.exp_name = f'eval_{c.exp_name}'
+  for key, value in settings.items():
+    c[key] = value
+  return c
+
+
+def train_or_eval(c: ml_collections.ConfigDict, arg: str,
+                  **eval_settings) -> ml_collections.ConfigDict:
+  """An experiment file's `get_config(arg)`: `c` (its training config) for `arg=''`,
+  `evaluation_config(c, **eval_settings)` for `arg='eval'` (`--config=FILE.py:eval`)."""
+  if arg == 'eval':
+    return evaluation_config(c, **eval_settings)
+  if arg:
+    raise ValueError(f'Unknown config argument {arg!r}: give none (training) or '
+                     '\'eval\' (--config=configs/<experiment>.py:eval).')
+  return c
+
+
+def deprecated_eval_config(shim_path: str, experiment: str) -> ml_collections.ConfigDict:
+  """`configs/<experiment>.py:eval`, for the deprecated `configs/eval_<experiment>.py` at
+  `shim_path` (kept for one release); logs and warns (DeprecationWarning) the new form."""
+  import os  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  message = (f'configs/eval_{experiment}.py is deprecated and goes in the next release: '
+             f'use --config=configs/{experiment}.py:eval (the same config).')
+  logging.warning(message)
+  warnings.warn(message, DeprecationWarning, stacklevel=2)
+  return load_config_file(
+      os.path.join(os.path.dirname(os.path.abspath(shim_path)), f'{experiment}.py'), 'eval')
 
 
 def update_latents(config) -> bool:

@@ -2,7 +2,7 @@
 (FID, `digits_fd` or MMD) for the generator alone `G(z)` and the Hat EBM `G(z) + y` of the
 same latents, and out-of-distribution detection with the energy `H(x)`.
 
-    python -m hat_ebm_jax.main --config=configs/eval_cifar10_synth.py --workdir=RUN \
+    python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \
         --config.fid_weights=fid_inception.npz
 
 What is evaluated (`load_model`):
@@ -18,14 +18,15 @@ What is computed (`run`):
   * `num_eval_samples` chains in global batches of `eval_batch_size` split over the
     `data` axis of all devices; batch `b` starts from `fold_in(PRNGKey(eval_seed), b)`,
     so the numbers depend only on the seed, not on the device count;
-  * the quality metric: FID (`fid/`) for tfds image datasets (and for digits when
-    `fid_weights` is given), against the statistics of `num_eval_samples` images of
-    `config.split` (cached in `WORKDIR/eval/fid_stats_<dataset>_<split>_<size>_<n>.npz`, or
-    `fid_stats`); `digits_fd` (floor, `G(z)`, `G(z) + y`) for digits; squared MMD against
-    the true density for 2D toys. 49,920 samples (520 x 96) is the paper's protocol, named
-    `fid`; fewer is a proxy, named `fid_proxy_<n>`;
-  * OOD detection (`ood_datasets`): energies of `num_ood_samples` images of `ood_split`
-    and of each OOD set, AUROC per pair (`metrics.ood_auroc`).
+  * the quality metric (`metrics.quality`): FID for tfds image datasets (and for digits
+    when `fid_weights` is given), against the statistics of `num_eval_samples` images of
+    `config.split` (`fid.reference_statistics`: cached in
+    `WORKDIR/eval/fid_stats_<dataset>_<split>_<size>_<n>.npz`, or `fid_stats`);
+    `digits_fd` (floor, `G(z)`, `G(z) + y`) for digits; squared MMD against the true
+    density for 2D toys. 49,920 samples (520 x 96) is the paper's protocol, named `fid`;
+    fewer is a proxy, named `fid_proxy_<n>`;
+  * OOD detection (`ood_datasets`, `ood.py`): energies of `num_ood_samples` images of
+    `ood_split` and of each OOD set, AUROC per pair (`metrics.ood_auroc`).
 
 Outputs, in `WORKDIR/eval/<eval_name>/` (never in `checkpoints/`): `results.json` (all
 numbers with the seed, sample count, reference set, weights, checkpoint step, sampler
@@ -34,10 +35,10 @@ settings and the protocol-or-proxy label), `comparison.md`, `samples.npz`, `hat.
 `config.json`. Every check that can fail runs before anything is written.
 """
 
-import hashlib
 import json
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,15 +46,39 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, metrics, modes,
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, metrics, modes, ood,
                          sharding, visualize)
 from hat_ebm_jax.datasets import digits
+from hat_ebm_jax.fid import stats as fid_stats
 from hat_ebm_jax.modes import base
 
 PROTOCOL_SAMPLES = 49920  # SPEC §7: 520 batches of 96
 EVAL_MODEL_MODES = ('synthesis', 'joint')
-DERIVED_OOD = ('noise', 'shuffled', 'inverted')
-REFERENCE_SEED = 0  # the FID reference images do not depend on eval_seed
+# The comparison table's first row, for the metrics that have a floor.
+FLOOR_ROWS = {'digits_fd': f'real test digits (floor, n={digits.NUM_TEST})',
+              'mmd': 'true points, another split (floor)'}
+SAMPLE_ROWS = {'gen': 'G(z) (generator alone)', 'hat': 'G(z) + y (Hat EBM)'}
+
+# Names that moved out of this module: old name -> (module, new name). Deprecated; they
+# resolve, with a DeprecationWarning, for one release.
+_MOVED = {
+    'DERIVED_OOD': (ood, 'DERIVED_OOD'), 'ood_names': (ood, 'ood_names'),
+    'shuffle_pixels': (ood, 'shuffle_pixels'), 'ood_sets': (ood, 'ood_sets'),
+    'ood_table': (ood, 'ood_table'),
+    'REFERENCE_SEED': (fid_stats, 'REFERENCE_SEED'),
+    'fid_feature_fn': (fid_stats, 'feature_fn'),
+    'reference_fid_stats': (fid_stats, 'compute_reference_statistics'),
+    'load_or_compute_fid_stats': (fid_stats, 'reference_statistics'),
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _MOVED:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module, new = _MOVED[name]
+  warnings.warn(f'hat_ebm_jax.evaluate.{name} moved to {module.__name__}.{new}; the old '
+                'name goes in the next release.', DeprecationWarning, stacklevel=2)
+  return getattr(module, new)
 
 
 # ------------------------------------------------------------------ config and checks
@@ -61,11 +86,7 @@ REFERENCE_SEED = 0  # the FID reference images do not depend on eval_seed
 
 def quality_metric(config) -> str:
   """'fid', 'digits_fd' or 'mmd': what `num_eval_samples` samples are scored with."""
-  if config.dataset in config_lib.TOY_DATASETS:
-    return 'mmd'
-  if config.dataset == 'digits':
-    return 'fid' if config.fid_weights else 'digits_fd'
-  return 'fid'
+  return metrics.quality_metric(config.dataset, config.fid_weights)
 
 
 def sample_label(n: int, metric: str = 'fid') -> str:
@@ -77,11 +98,6 @@ def sample_label(n: int, metric: str = 'fid') -> str:
 def fid_name(n: int) -> str:
   """The FID's name in the results: `fid` (protocol) or `fid_proxy_<n>`."""
   return 'fid' if n == PROTOCOL_SAMPLES else f'fid_{sample_label(n)}'
-
-
-def ood_names(config) -> List[str]:
-  """`config.ood_datasets` ('noise,shuffled,...') as a list of names."""
-  return [s.strip() for s in str(config.ood_datasets or '').split(',') if s.strip()]
 
 
 def check_config(config, num_devices: int, process_count: int = 1) -> None:
@@ -119,19 +135,7 @@ def check_config(config, num_devices: int, process_count: int = 1) -> None:
     if config.use_ema:
       raise ValueError('config.use_ema=True, but imported weights (config.ebm_weights) '
                        'have no EMA: set --config.use_ema=False.')
-  names = ood_names(config)
-  if names and config.dataset in config_lib.TOY_DATASETS:
-    raise ValueError('config.ood_datasets is for image datasets; the 2D toys have no OOD '
-                     'sets. Set --config.ood_datasets=\'\'.')
-  for name in names:
-    if name not in DERIVED_OOD + config_lib.IMAGE_DATASETS or name == config.dataset:
-      raise ValueError(
-          f'config.ood_datasets: unknown OOD set {name!r}; give a comma-separated list '
-          f'of {", ".join(DERIVED_OOD)} (derived from config.ood_split) or an image '
-          f'dataset other than {config.dataset!r} '
-          f'({", ".join(d for d in config_lib.IMAGE_DATASETS if d != config.dataset)}).')
-  if names and int(config.num_ood_samples) < 1:
-    raise ValueError(f'config.num_ood_samples must be >= 1; got {config.num_ood_samples}.')
+  names = ood.check_config(config)
   if n == 0 and not names:
     raise ValueError('Nothing to evaluate: config.num_eval_samples is 0 and '
                      'config.ood_datasets is empty.')
@@ -161,52 +165,6 @@ def training_config(config, saved: Optional[Dict]):
     if mode == 'joint' and not train_cfg.gen_weights and saved:
       train_cfg.gen_weights = saved.get('gen_weights', '')
   return train_cfg
-
-
-def _fid_stats_path(config, workdir: epath.Path) -> epath.Path:
-  if config.fid_stats:
-    return epath.Path(config.fid_stats)
-  name = (f'fid_stats_{config.dataset}_{config.split}_{config.image_size}_'
-          f'{config.num_eval_samples}.npz')
-  return workdir / 'eval' / name
-
-
-def _file_fingerprint(path: str) -> str:
-  """First 16 hex digits of the file's sha256 (ties cached statistics to FID weights)."""
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 22), b''):
-      h.update(chunk)
-  return h.hexdigest()[:16]
-
-
-def _check_dataset(config, dataset: str) -> None:
-  """Raises `input_pipeline.DatasetNotFoundError` when a tfds dataset is not prepared
-  (derived OOD sets and the offline datasets need nothing)."""
-  if dataset in input_pipeline.TFDS_DATASETS:
-    input_pipeline.tfds_builder(dataset, config.data_dir)
-
-
-def _prepare_fid(config, workdir: epath.Path, mesh) -> Tuple[Callable, str]:
-  """Loads the FID Inception (`fid_feature_fn`) and fingerprints its file; checks that
-  the reference statistics are available (given, cached, or a prepared dataset).
-  Raises FileNotFoundError naming the key and the fix."""
-  if not config.fid_weights:
-    from hat_ebm_jax.fid import inception  # pylint: disable=g-import-not-at-top
-    raise FileNotFoundError(
-        f'FID on {config.dataset} needs the FID Inception weights: set '
-        '--config.fid_weights=PATH.npz. This package never downloads them; get '
-        f'pytorch-fid\'s converted TF graph {inception.WEIGHTS_URL} and convert it once '
-        'with `python -m hat_ebm_jax.fid.convert_weights '
-        '--pth=pt_inception-2015-12-05-6726825d.pth --out=fid_inception.npz`.')
-  if config.fid_stats and not epath.Path(config.fid_stats).exists():
-    raise FileNotFoundError(f'config.fid_stats={config.fid_stats!r} does not exist; give '
-                            'an .npz with mu and sigma, or \'\' to compute the '
-                            'reference statistics from config.split.')
-  features = fid_feature_fn(config.fid_weights, mesh)
-  if not _fid_stats_path(config, workdir).exists():
-    _check_dataset(config, config.dataset)
-  return features, _file_fingerprint(config.fid_weights)
 
 
 # ------------------------------------------------------------------ model
@@ -358,151 +316,6 @@ def energy_fn(mode, state, mesh) -> Callable[[jax.Array], jax.Array]:
   return lambda x: fn(state, x)
 
 
-# ------------------------------------------------------------------ FID
-
-
-def _to_rgb(x):
-  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
-def fid_feature_fn(weights_path: str, mesh) -> Callable[[jax.Array], jax.Array]:
-  """`images [B, S, S, 1 or 3] in [-1, 1] -> pool_3 features [B, 2048]` (sharded batch).
-  Raises FileNotFoundError (where to get the weights, how to convert them) if missing."""
-  from hat_ebm_jax import fid  # pylint: disable=g-import-not-at-top
-  module, variables = fid.load_fid_inception(weights_path)
-  variables = jax.device_put(variables, sharding.replicated(mesh))
-  fn = sharding.jit(lambda v, x: module.apply(v, _to_rgb(x)), mesh,
-                    in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                    out_shardings=sharding.batch_sharded(mesh))
-  return lambda x: fn(variables, x)
-
-
-def reference_fid_stats(config, features: Callable, mesh) -> Tuple[np.ndarray, np.ndarray]:
-  """`(mu, sigma)` of the features of `num_eval_samples` images of `config.split`, read
-  through the input pipeline (its training preprocessing, stream seed `REFERENCE_SEED`)
-  in batches of `eval_batch_size`."""
-  n, b = int(config.num_eval_samples), int(config.eval_batch_size)
-  it = input_pipeline.create_iterator(
-      config, split=config.split, batch_size=b, seed=REFERENCE_SEED,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  feats = [np.asarray(sharding.to_host(features(sharding.host_to_global(next(it), mesh))),
-                      np.float64) for _ in range(n // b)]
-  return metrics.feature_statistics(np.concatenate(feats))
-
-
-def load_or_compute_fid_stats(config, workdir: epath.Path, features: Callable, mesh,
-                              fingerprint: str, is_chief: bool) -> Tuple[Tuple, Dict]:
-  """Reference statistics from `config.fid_stats` (an .npz with `mu`, `sigma`), the
-  workdir cache (if made with the same FID weights), or computed and cached.
-
-  Returns `((mu [D], sigma [D, D]), info)`; `info` describes the reference set (dataset,
-  split, size, image size, stream seed, file, whether it was read from a file).
-  """
-  path = _fid_stats_path(config, workdir)
-  info = dict(dataset=config.dataset, split=config.split, size=int(config.num_eval_samples),
-              image_size=int(config.image_size), seed=REFERENCE_SEED)
-  if path.exists():
-    with path.open('rb') as f, np.load(f) as z:
-      stored = str(z['fid_weights_sha'][()]) if 'fid_weights_sha' in z.files else ''
-      if config.fid_stats or stored == fingerprint:
-        if config.fid_stats:  # describe the given file by what it says, if anything
-          info = {k: z[k][()].item() for k in info if k in z.files}
-        info.update(file=str(path), cached=True)
-        return (np.asarray(z['mu'], np.float64), np.asarray(z['sigma'], np.float64)), info
-    logging.warning('%s was made with other FID weights; recomputing it.', path)
-  mu, sigma = reference_fid_stats(config, features, mesh)
-  if is_chief:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open('wb') as f:
-      np.savez(f, mu=mu, sigma=sigma, fid_weights_sha=np.asarray(fingerprint),
-               **{k: np.asarray(v) for k, v in info.items()})
-  info.update(file=str(path), cached=False)
-  return (mu, sigma), info
-
-
-# ------------------------------------------------------------------ OOD
-
-
-def shuffle_pixels(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Each image `[H, W, C]` of `[N, H, W, C]` with its `H * W` pixel positions permuted
-  (its own permutation; a pixel's channels move together)."""
-  n, h, w, c = images.shape
-  flat = images.reshape(n, h * w, c)
-  perms = np.argsort(rng.random((n, h * w)), axis=1)
-  return np.take_along_axis(flat, perms[:, :, None], axis=1).reshape(images.shape)
-
-
-def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
-  """The OOD sets of `config.ood_datasets`, each `[<= num_ood_samples, S, S, nch]`.
-
-  `noise`: uniform in `[-1, 1]`; `shuffled`: `x_in` with each image's pixels permuted;
-  `inverted`: `-x_in`; a dataset name: the first images of its `ood_split` through the
-  same preprocessing. Randomness from `default_rng([eval_seed, index of the set])`.
-  """
-  out = {}
-  for i, name in enumerate(ood_names(config)):
-    rng = np.random.default_rng([int(config.eval_seed), i])
-    if name == 'noise':
-      out[name] = rng.uniform(-1.0, 1.0, x_in.shape).astype(np.float32)
-    elif name == 'shuffled':
-      out[name] = shuffle_pixels(x_in, rng)
-    elif name == 'inverted':
-      out[name] = -x_in
-    else:
-      other = config.copy_and_resolve_references()
-      with other.unlocked():
-        other.dataset = name
-      out[name] = input_pipeline.load_array(other, config.ood_split,
-                                            int(config.num_ood_samples))
-  return out
-
-
-def ood_table(energy_in: np.ndarray, energies: Dict[str, np.ndarray]) -> Dict[str, Dict]:
-  """Per OOD set: AUROC (OOD = higher energy), its size and mean energy."""
-  return {name: dict(auroc=metrics.ood_auroc(energy_in, e), n=int(e.size),
-                     mean_energy=float(np.mean(e)), std_energy=float(np.std(e)))
-          for name, e in energies.items()}
-
-
-def _ood_markdown(in_name: str, n_in: int, mean_in: float, table: Dict) -> str:
-  lines = [f'| OOD set | n | mean H(x) | AUROC vs {in_name} (n={n_in}, mean H(x) '
-           f'{mean_in:.4g}) |', '| --- | --- | --- | --- |']
-  lines += [f'| {k} | {v["n"]} | {v["mean_energy"]:.4g} | {v["auroc"]:.4f} |'
-            for k, v in table.items()]
-  return '\n'.join(lines) + '\n'
-
-
-def _ood_csv(in_name: str, table: Dict) -> str:
-  rows = ['in_distribution,ood_set,n,mean_energy,auroc']
-  rows += [f'{in_name},{k},{v["n"]},{v["mean_energy"]:.6g},{v["auroc"]:.6f}'
-           for k, v in table.items()]
-  return '\n'.join(rows) + '\n'
-
-
-def _ood_histogram(path: epath.Path, in_name: str, energy_in: np.ndarray,
-                   energies: Dict[str, np.ndarray], table: Dict) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  everything = np.concatenate([energy_in] + list(energies.values()))
-  lo, hi = np.percentile(everything, [0.5, 99.5])
-  bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 60)
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-  ax.hist(np.clip(energy_in, lo, hi), bins=bins, alpha=0.6, density=True,
-          label=f'{in_name} (in)')
-  for name, e in energies.items():
-    ax.hist(np.clip(e, lo, hi), bins=bins, alpha=0.45, density=True,
-            label=f'{name} (AUROC {table[name]["auroc"]:.3f})')
-  ax.set_xlabel('energy H(x)')
-  ax.set_ylabel('density')
-  ax.legend(fontsize=8)
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', bbox_inches='tight')
-  plt.close(fig)
-  path.write_bytes(buf.getvalue())
-
-
 # ------------------------------------------------------------------ outputs
 
 
@@ -545,10 +358,9 @@ def run(config, workdir: str) -> Dict[str, Any]:
   metric = quality_metric(config) if n else None
   features = fingerprint = None
   if metric == 'fid':
-    features, fingerprint = _prepare_fid(config, workdir, mesh)
-  if ood_names(config):
-    for name in [config.dataset] + ood_names(config):
-      _check_dataset(config, name)
+    features, fingerprint = fid_stats.prepare(config, workdir, mesh)
+  if ood.ood_names(config):
+    ood.check_available(config)
   mode, state, info = load_model(config, workdir, mesh)
 
   out_dir = workdir / 'eval' / (config.eval_name or default_eval_name(config, info))
@@ -583,9 +395,12 @@ def run(config, workdir: str) -> Dict[str, Any]:
     results['metrics'].update(quality.pop('metrics'))
     results.update(quality)
   # --- OOD detection by energy
-  if ood_names(config):
-    results['ood'] = _evaluate_ood(config, out_dir, mode, state, mesh, info['weights'],
-                                   is_chief)
+  if ood.ood_names(config):
+    energy = energy_fn(mode, state, mesh)
+    b = int(config.eval_batch_size)
+    results['ood'] = ood.evaluate_ood(config, out_dir,
+                                      lambda x: batched_apply(energy, x, b, mesh),
+                                      info['weights'], is_chief)
     for k, v in results['ood']['table'].items():
       results['metrics'][f'ood_auroc_{k}'] = v['auroc']
 
@@ -598,6 +413,8 @@ def run(config, workdir: str) -> Dict[str, Any]:
 
 def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, features,
                       fingerprint, is_chief) -> Dict[str, Any]:
+  """Samples `num_eval_samples` chains, scores `G(z)` and `G(z) + y` with `metric`
+  (`metrics.quality`), writes `comparison.md`, `samples.npz` and the grids."""
   n = int(config.num_eval_samples)
   keep = n if int(config.num_saved_samples) < 0 else min(n, int(config.num_saved_samples))
   need_all = metric in ('digits_fd', 'mmd')
@@ -608,7 +425,7 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
   for batch in sample_batches(mode, state, config, mesh):
     if features is not None:
       for k in feats:
-        feats[k].append(np.asarray(sharding.to_host(features(batch[k])), np.float64))
+        feats[k].append(fid_stats.batch_features(features, batch[k]))
     if need_all or count < keep:
       host = sharding.to_host(batch)
       for k in kept:
@@ -624,45 +441,35 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
 
   out: Dict[str, Any] = {}
   label = sample_label(n, metric)
+  name = metric
   if metric == 'fid':
-    ref_stats, ref_info = load_or_compute_fid_stats(config, workdir, features, mesh,
-                                                    fingerprint, is_chief)
-    ref_info['fid_weights'] = str(config.fid_weights)
-    ref_info['fid_weights_sha'] = fingerprint
+    ref_stats, ref_info = fid_stats.reference_statistics(config, workdir, features, mesh,
+                                                         fingerprint, is_chief)
+    ref_info.update(fid_weights=str(config.fid_weights), fid_weights_sha=fingerprint)
     name = fid_name(n)
-    scores = {k: metrics.frechet_distance(*metrics.feature_statistics(np.concatenate(v)),
-                                          *ref_stats) for k, v in feats.items()}
-    rows = [dict(samples='G(z) (generator alone)', **{name: scores['gen']}),
-            dict(samples='G(z) + y (Hat EBM)', **{name: scores['hat']})]
+    scored, reference = {k: np.concatenate(v) for k, v in feats.items()}, dict(
+        reference=ref_stats)
     out['reference'] = ref_info
   elif metric == 'digits_fd':
-    name = 'digits_fd'
-    table = metrics.digits_fd_table(samples['gen'], samples['hat'], config.image_size)
-    scores = table
-    rows = [dict(samples=f'real test digits (floor, n={digits.NUM_TEST})',
-                 digits_fd=table['floor']),
-            dict(samples='G(z) (generator alone)', digits_fd=table['gen']),
-            dict(samples='G(z) + y (Hat EBM)', digits_fd=table['hat'])]
+    scored, reference = samples, {}
     out['reference'] = dict(dataset='digits', split='train',
                             size=input_pipeline.num_examples(config, 'train'),
                             floor_split='test',
                             floor_size=input_pipeline.num_examples(config, 'test'))
-  else:  # mmd
-    name = 'mmd'
-    true = input_pipeline.load_array(config, config.split, n)
-    other = input_pipeline.load_array(config, 'test' if config.split != 'test' else
-                                      'train', n)
-    scores = dict(floor=metrics.mmd(other, true), gen=metrics.mmd(samples['gen'], true),
-                  hat=metrics.mmd(samples['hat'], true))
-    rows = [dict(samples='true points, another split (floor)', mmd=scores['floor']),
-            dict(samples='G(z) (generator alone)', mmd=scores['gen']),
-            dict(samples='G(z) + y (Hat EBM)', mmd=scores['hat'])]
+  else:  # mmd: against the fixed points of config.split, floor: another split's
+    floor_split = 'test' if config.split != 'test' else 'train'
+    scored, reference = samples, dict(
+        true=input_pipeline.load_array(config, config.split, n),
+        floor=input_pipeline.load_array(config, floor_split, n))
     out['reference'] = dict(dataset=config.dataset, split=config.split, size=n,
-                            floor_split='test' if config.split != 'test' else 'train')
+                            floor_split=floor_split)
+  scores = metrics.quality(metric, config, scored, **reference)
+  labels = dict(SAMPLE_ROWS, floor=FLOOR_ROWS.get(metric))
+  rows = [dict(samples=labels[k], **{name: v}) for k, v in scores.items()]
   table_md = comparison_markdown(rows, name)
   logging.info('%s (%s, %d samples, seed %d):\n%s', name, label, n, config.eval_seed,
                table_md)
-  out['metrics'] = {f'{name}_{k}': float(v) for k, v in scores.items()}
+  out['metrics'] = {f'{name}_{k}': v for k, v in scores.items()}
   out['comparison'] = dict(metric=name, label=label, rows=rows)
   if is_chief:
     (out_dir / 'comparison.md').write_text(
@@ -675,30 +482,3 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
         visualize.save_samples(out_dir / f'{k}.png', v[:config.num_plot_samples],
                                f'{k} ({config.exp_name})')
   return out
-
-
-def _evaluate_ood(config, out_dir, mode, state, mesh, weights: str,
-                  is_chief: bool) -> Dict[str, Any]:
-  x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
-  sets = ood_sets(config, x_in)
-  energy = energy_fn(mode, state, mesh)
-  b = int(config.eval_batch_size)
-  e_in = batched_apply(energy, x_in, b, mesh)
-  energies = {k: batched_apply(energy, v, b, mesh) for k, v in sets.items()}
-  bad = [k for k, v in [('in', e_in)] + list(energies.items()) if not np.isfinite(v).all()]
-  if bad:
-    raise FloatingPointError(f'Non-finite energies for {bad}: the EBM diverged.')
-  in_name = f'{config.dataset}/{config.ood_split}'
-  table = ood_table(e_in, energies)
-  md = _ood_markdown(in_name, len(e_in), float(np.mean(e_in)), table)
-  logging.info('OOD detection by energy:\n%s', md)
-  result = dict(in_distribution=dict(dataset=config.dataset, split=config.ood_split,
-                                     n=int(len(e_in)), mean_energy=float(np.mean(e_in)),
-                                     std_energy=float(np.std(e_in))),
-                table=table, seed=int(config.eval_seed), weights=weights)
-  if is_chief:
-    _write_json(out_dir / 'ood.json', result)
-    (out_dir / 'ood.md').write_text(md)
-    (out_dir / 'ood.csv').write_text(_ood_csv(in_name, table))
-    _ood_histogram(out_dir / 'ood_hist.png', in_name, e_in, energies, table)
-  return result

@@ -47,10 +47,7 @@ import tensorflow_datasets as tfds
 from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.datasets import digits_tfds
 from hat_ebm_jax.datasets import toy2d
-
-TFDS_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012')
-IMAGE_DATASETS = TFDS_DATASETS + ('digits',)
-TOY_DATASETS = toy2d.NAMES
+from hat_ebm_jax.datasets import IMAGE_DATASETS, TFDS_DATASETS, TOY_DATASETS  # pylint: disable=unused-import
 TOY_SPLIT_SIZE = 10000  # points in a toy dataset's fixed evaluation "split"
 
 # Files tfds needs in --manual_dir, and where to get them.

@@ -11,12 +11,18 @@
 * `mmd(x, y)`: unbiased squared MMD with a sum of Gaussian kernels (2D toy evaluation).
 * `ood_auroc(energy_in, energy_out)`: P(energy of an OOD sample > energy of an
   in-distribution sample), ties counting half.
+
+Sample quality by name (`QUALITY_METRICS`, big_vision style), for evaluation and for
+training's final metrics alike: `quality_metric(dataset, fid_weights)` picks 'fid',
+'digits_fd' or 'mmd'; `quality(name, config, samples, **reference)` returns the scores
+`{['floor',] 'gen', 'hat'}` of `G(z)` and `G(z) + y` (and the floor, where the metric has
+one).
 """
 
 import os
 import time
 import warnings
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax
 import flax.linen as nn
@@ -27,7 +33,7 @@ import optax
 import scipy.linalg
 import scipy.stats
 
-from hat_ebm_jax.datasets import digits
+from hat_ebm_jax.datasets import TOY_DATASETS, digits, toy2d
 
 # ------------------------------------------------------------------ Fréchet distance
 
@@ -325,3 +331,62 @@ def ood_auroc(energy_in: np.ndarray, energy_out: np.ndarray) -> float:
   n_out = e_out.size
   u_out = ranks[e_in.size:].sum() - n_out * (n_out + 1) / 2.0
   return float(u_out / (e_in.size * n_out))
+
+
+# ------------------------------------------------------------------ quality by name
+
+
+def fid_quality(config, samples: Mapping[str, np.ndarray], *,
+                reference: Tuple[np.ndarray, np.ndarray]) -> Dict[str, float]:
+  """FID of `G(z)` and `G(z) + y`: `samples['gen']`, `samples['hat']` are their FID
+  Inception features `[N, 2048]`, `reference` the `(mu, sigma)` of the reference set
+  (`fid.reference_statistics`). No floor."""
+  del config  # the features and the reference statistics say everything
+  return {k: frechet_distance(*feature_statistics(samples[k]), *reference)
+          for k in ('gen', 'hat')}
+
+
+def digits_fd_quality(config, samples: Mapping[str, np.ndarray]) -> Dict[str, float]:
+  """`digits_fd_table` of images `samples['gen']`, `samples['hat']` `[N, S, S, nch]` at
+  `config.image_size`: floor (held-out test digits), gen, hat."""
+  return digits_fd_table(samples['gen'], samples['hat'], config.image_size)
+
+
+def mmd_quality(config, samples: Mapping[str, np.ndarray], *,
+                true: Optional[np.ndarray] = None,
+                floor: Optional[np.ndarray] = None) -> Dict[str, float]:
+  """Squared MMD of points `samples['gen']`, `samples['hat']` `[N, 2]` against `true`
+  points of the density (default: `len(samples['hat'])` fresh points of the 2D toy
+  `config.dataset`, `default_rng(config.seed + 3)`); with `floor` (true points of
+  another split) also `mmd(floor, true)` first, the value of a perfect sampler."""
+  if true is None:
+    true = toy2d.sample(config.dataset, len(samples['hat']),
+                        np.random.default_rng(config.seed + 3))
+  out = {} if floor is None else {'floor': mmd(floor, true)}
+  out.update(gen=mmd(samples['gen'], true), hat=mmd(samples['hat'], true))
+  return out
+
+
+# name -> fn(config, samples {'gen', 'hat'}, **reference) -> {['floor',] 'gen', 'hat'}
+QUALITY_METRICS: Mapping[str, Callable[..., Dict[str, float]]] = {
+    'fid': fid_quality, 'digits_fd': digits_fd_quality, 'mmd': mmd_quality}
+
+
+def quality_metric(dataset: str, fid_weights: str = '') -> str:
+  """The quality metric of `dataset`: 'mmd' for the 2D toys, 'digits_fd' for digits
+  (FID when `fid_weights` are given), 'fid' for the tfds image datasets."""
+  if dataset in TOY_DATASETS:
+    return 'mmd'
+  if dataset == 'digits':
+    return 'fid' if fid_weights else 'digits_fd'
+  return 'fid'
+
+
+def quality(name: str, config, samples: Mapping[str, np.ndarray],
+            **reference) -> Dict[str, float]:
+  """The scores of `QUALITY_METRICS[name]` as floats, in the order floor, gen, hat."""
+  if name not in QUALITY_METRICS:
+    raise ValueError(f'Unknown quality metric {name!r}; known: '
+                     f'{", ".join(QUALITY_METRICS)}.')
+  return {k: float(v) for k, v in QUALITY_METRICS[name](config, samples,
+                                                        **reference).items()}

@@ -1,7 +1,7 @@
 """Plan a Cloud TPU run on any machine: compile a config's real step for a TPU slice.
 
     python -m hat_ebm_jax.plan --config=configs/cifar10_synth.py --topology=v4-8
-    python -m hat_ebm_jax.plan --config=configs/eval_cifar10_synth.py --topology=v4-8 \\
+    python -m hat_ebm_jax.plan --config=configs/cifar10_synth.py:eval --topology=v4-8 \\
         --what=eval
     python -m hat_ebm_jax.plan --config=configs/imagenet128.py --topology=v4-32 \\
         --config.dtype=bfloat16
@@ -259,7 +259,7 @@ def eval_programs(config, mesh, platform: str = 'tpu') -> Programs:
   from hat_ebm_jax import evaluate  # pylint: disable=g-import-not-at-top
   if config.mode != 'evaluate':
     raise PlanError(f'--what=eval plans an evaluation config (config.mode=evaluate, '
-                    f'e.g. configs/eval_cifar10_synth.py); this one has mode '
+                    f'e.g. configs/cifar10_synth.py:eval); this one has mode '
                     f'{config.mode!r}.')
   config_lib.validate(config)
   evaluate.check_config(config, sharding.data_size(mesh))
@@ -573,7 +573,8 @@ def main(argv=None) -> int:
   topology = flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type, e.g. '
                                  'v4-8, v4-32, v5litepod-8, v5p-8, v6e-8.')
   what = flags.DEFINE_enum('what', 'train', ['train', 'eval'], 'The training step, or '
-                           'the evaluation sampler of an eval_*.py config.')
+                           'the evaluation sampler of a configs/<experiment>.py:eval '
+                           'config.')
   hbm_gib = flags.DEFINE_float('hbm_gib', None, 'HBM per device to fit in, GiB '
                                '(default: the chip\'s).')
   flags.mark_flags_as_required(['config', 'topology'])

@@ -354,15 +354,10 @@ def params_checksum(params) -> float:
 
 
 def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:
-  """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y for 2D toys."""
+  """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y for 2D toys
+  (`metrics.quality`); nothing where the metric is FID (that is `mode=evaluate`'s)."""
   from hat_ebm_jax import metrics  # pylint: disable=g-import-not-at-top
-  if config.dataset == 'digits':
-    t = metrics.digits_fd_table(samples['gen'], samples['hat'], config.image_size)
-    return {f'digits_fd_{k}': float(v) for k, v in t.items()}
-  if config.dataset in config_lib.TOY_DATASETS:
-    from hat_ebm_jax.datasets import toy2d  # pylint: disable=g-import-not-at-top
-    true = toy2d.sample(config.dataset, len(samples['hat']),
-                        np.random.default_rng(config.seed + 3))
-    return {'mmd_gen': float(metrics.mmd(samples['gen'], true)),
-            'mmd_hat': float(metrics.mmd(samples['hat'], true))}
-  return {}
+  name = metrics.quality_metric(config.dataset)
+  if name == 'fid':
+    return {}
+  return {f'{name}_{k}': v for k, v in metrics.quality(name, config, samples).items()}

@@ -1,4 +1,8 @@
-"""Every paper config carries exactly the values of SPEC §6; bad configs fail early."""
+"""Every paper config carries exactly the values of SPEC §6 (and, with `:eval`, those of
+SPEC §7); bad configs fail early; the deprecated `eval_<experiment>.py` files equal the
+`:eval` forms."""
+
+import warnings
 
 import pytest
 
@@ -65,11 +69,72 @@ def test_paper_config_has_the_values_of_the_paper(name):
         f'{name}.{key} = {c[key]!r}, expected {want!r}')
 
 
+# SPEC §7: the evaluation sampler of each experiment (`configs/<name>.py:eval`).
+PROTOCOL = dict(mode='evaluate', clip_langevin_grad_res=False, num_eval_samples=49920,
+                eval_batch_size=96)
+EXPECTED_EVAL = {
+    'cifar10_synth': dict(PROTOCOL, eval_model_mode='synthesis', mcmc_steps=125,
+                          epsilon=5e-4, mcmc_temp=1e-3, tau_res=0.0, init_scale_res=0.01),
+    'celeba64_synth': dict(PROTOCOL, eval_model_mode='synthesis', mcmc_steps=100,
+                           epsilon=5e-4, mcmc_temp=1e-8, tau_res=0.0, init_scale_res=0.01),
+    'imagenet128': dict(PROTOCOL, eval_model_mode='synthesis', mcmc_steps=150,
+                        epsilon=5e-4, mcmc_temp=1e-8, tau_res=0.0, init_scale_res=0.01),
+    'imagenet128_large': dict(PROTOCOL, eval_model_mode='synthesis', mcmc_steps=125,
+                              epsilon=5e-4, mcmc_temp=1e-8, tau_res=0.0,
+                              init_scale_res=0.01, ebm_ngf=2048, gen_ngf=2048),
+    'cifar10_refine': dict(PROTOCOL, eval_model_mode='joint', mcmc_steps=350, epsilon=1e-4,
+                           epsilon_latent=5e-3, mcmc_temp=1e-3, tau_res=8.0,
+                           init_scale_res=0.0),
+    'celeba64_refine': dict(PROTOCOL, eval_model_mode='joint', mcmc_steps=125,
+                            epsilon=1e-4, epsilon_latent=5e-3, mcmc_temp=1e-6,
+                            tau_res=0.0, init_scale_res=0.0),
+    'cifar10_retrofit': dict(PROTOCOL, eval_model_mode='joint', mcmc_steps=125,
+                             epsilon=5e-4, epsilon_latent=1e-3, mcmc_temp=1e-3,
+                             tau_res=50.0, init_scale_res=0.01),
+    'digits': dict(mode='evaluate', eval_model_mode='synthesis', mcmc_steps=20,
+                   num_eval_samples=1024, eval_batch_size=128,
+                   ood_datasets='noise,shuffled,inverted', ood_split='test',
+                   num_ood_samples=300, clip_langevin_grad_res=True),
+}
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_EVAL))
+def test_eval_form_has_the_evaluation_values_and_the_training_nets(name):
+  c, trained = load(name, 'eval'), load(name)
+  for key, want in EXPECTED_EVAL[name].items():
+    assert c[key] == pytest.approx(want) if isinstance(want, float) else c[key] == want, (
+        f'{name}:eval.{key} = {c[key]!r}, expected {want!r}')
+  assert c.exp_name == f'eval_{trained.exp_name}'
+  changed = {k for k in trained.keys() if c[k] != trained[k]}
+  assert changed <= set(EXPECTED_EVAL[name]) | {'exp_name'}, changed
+  assert load(name, '').to_dict() == trained.to_dict()
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_EVAL))
+def test_deprecated_eval_file_warns_and_equals_the_eval_form(name):
+  with pytest.warns(DeprecationWarning, match=f'configs/{name}.py:eval'):
+    old = load(f'eval_{name}')
+  assert old.to_dict() == load(name, 'eval').to_dict()
+
+
+def test_an_unknown_config_argument_is_refused():
+  with pytest.raises(ValueError, match="'evaluate'.*:eval"):
+    load('cifar10_synth', 'evaluate')
+
+
 @pytest.mark.parametrize('name', sorted(EXPECTED) + ['digits', 'tiny'])
 def test_every_config_validates(name):
   c = load(name)
   if c.mode == 'joint':
     c.gen_weights = '/some/generator'
+  config_lib.validate(c)
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_EVAL))
+def test_every_eval_form_validates(name):
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # the new form warns nothing
+    c = load(name, 'eval')
   config_lib.validate(c)
 
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, evaluate, metrics, train
+from hat_ebm_jax import checkpointing, config_lib, evaluate, fid, metrics, train
 from hat_ebm_jax.fid import inception
 from hat_ebm_jax.input_pipeline import DatasetNotFoundError
 from tests.conftest import CONFIGS, load, snapshot, tiny, with_overrides
@@ -30,8 +30,8 @@ EVAL = dict(batch_size=32, mcmc_steps=10, num_eval_samples=256, eval_batch_size=
 
 
 def eval_digits(**overrides):
-  """`configs/eval_digits.py` for the test model (256 samples, 10 Langevin steps)."""
-  return with_overrides(load('eval_digits'), **{**EVAL, **overrides})
+  """`configs/digits.py:eval` for the test model (256 samples, 10 Langevin steps)."""
+  return with_overrides(load('digits', 'eval'), **{**EVAL, **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -191,7 +191,7 @@ def run_main_on_two_cpu_devices(*flags):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   return subprocess.run([sys.executable, '-m', 'hat_ebm_jax.main',
-                         f'--config={CONFIGS}/eval_digits.py', *flags], cwd=REPO, env=env,
+                         f'--config={CONFIGS}/digits.py:eval', *flags], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
 
 
@@ -317,8 +317,8 @@ def test_fid_is_labelled_a_proxy_and_its_reference_statistics_are_cached(
   def no_features(x):
     raise AssertionError('the cached reference statistics were not used')
 
-  (mu, _), info = evaluate.load_or_compute_fid_stats(
-      c, out, no_features, None, ref['fid_weights_sha'], True)
+  (mu, _), info = fid.reference_statistics(c, out, no_features, None,
+                                           ref['fid_weights_sha'], True)
   assert info['cached'] is True
   with np.load(stats) as z:
     np.testing.assert_array_equal(mu, z['mu'])
@@ -333,8 +333,8 @@ def test_given_reference_statistics_are_used_as_they_are(tmp_path):
     raise AssertionError('given statistics must not be recomputed')
 
   c = eval_digits(fid_stats=str(path))
-  (mu2, sigma2), info = evaluate.load_or_compute_fid_stats(c, tmp_path / 'w', no_features,
-                                                           None, 'any', True)
+  (mu2, sigma2), info = fid.reference_statistics(c, tmp_path / 'w', no_features, None,
+                                                 'any', True)
   np.testing.assert_array_equal(mu2, mu)
   np.testing.assert_array_equal(sigma2, sigma)
   assert info == dict(dataset='cifar10', size=50000, file=str(path), cached=True)
@@ -375,17 +375,16 @@ def test_toy_evaluation_reports_mmd_against_the_true_density(tmp_path):
 
 def test_eval_configs_carry_the_sampling_settings_of_spec_section_7():
   want = {  # steps, epsilon, epsilon_latent, T, tau_res, init_scale_res, nets' mode
-      'eval_cifar10_synth': (125, 5e-4, None, 1e-3, 0.0, 0.01, 'synthesis'),
-      'eval_celeba64_synth': (100, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
-      'eval_imagenet128': (150, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
-      'eval_imagenet128_large': (125, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
-      'eval_cifar10_refine': (350, 1e-4, 5e-3, 1e-3, 8.0, 0.0, 'joint'),
-      'eval_celeba64_refine': (125, 1e-4, 5e-3, 1e-6, 0.0, 0.0, 'joint'),
-      'eval_cifar10_retrofit': (125, 5e-4, 1e-3, 1e-3, 50.0, 0.01, 'joint'),
+      'cifar10_synth': (125, 5e-4, None, 1e-3, 0.0, 0.01, 'synthesis'),
+      'celeba64_synth': (100, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
+      'imagenet128': (150, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
+      'imagenet128_large': (125, 5e-4, None, 1e-8, 0.0, 0.01, 'synthesis'),
+      'cifar10_refine': (350, 1e-4, 5e-3, 1e-3, 8.0, 0.0, 'joint'),
+      'celeba64_refine': (125, 1e-4, 5e-3, 1e-6, 0.0, 0.0, 'joint'),
+      'cifar10_retrofit': (125, 5e-4, 1e-3, 1e-3, 50.0, 0.01, 'joint'),
   }
   for name, (steps, e, e_z, temp, tau, init, model_mode) in want.items():
-    c = load(name)
-    train_name = name[len('eval_'):]
+    c = load(name, 'eval')
     assert (c.mode, c.eval_model_mode) == ('evaluate', model_mode), name
     assert (c.mcmc_steps, c.epsilon, c.mcmc_temp, c.tau_res, c.init_scale_res) == (
         steps, pytest.approx(e), pytest.approx(temp), tau, init), name
@@ -394,7 +393,7 @@ def test_eval_configs_carry_the_sampling_settings_of_spec_section_7():
     assert c.clip_langevin_grad_res is False, name  # the original's eval ran unclipped
     assert (c.num_eval_samples, c.eval_batch_size) == (49920, 96), name
     assert evaluate.sample_label(c.num_eval_samples) == 'protocol'
-    trained = load(train_name)  # same nets as the training config
+    trained = load(name)  # same nets as the training config
     for key in checkpointing.EXPERIMENT_KEYS:
       if key != 'mode':
         assert c[key] == trained[key], (name, key)
@@ -434,7 +433,7 @@ def test_impossible_settings_are_refused_before_anything_is_written(tmp_path, ov
 
 def test_missing_fid_weights_say_where_to_get_them(tmp_path):
   with pytest.raises(FileNotFoundError, match='fid_weights') as e:
-    evaluate.run(load('eval_cifar10_synth'), str(tmp_path / 'w'))
+    evaluate.run(load('cifar10_synth', 'eval'), str(tmp_path / 'w'))
   assert 'hat_ebm_jax.fid.convert_weights' in str(e.value)
   assert inception.WEIGHTS_URL in str(e.value)
   with pytest.raises(FileNotFoundError, match='nope.npz') as e:
@@ -447,7 +446,7 @@ def test_missing_fid_weights_say_where_to_get_them(tmp_path):
 
 
 def test_a_dataset_that_is_not_prepared_is_refused_with_how_to_prepare_it(tmp_path):
-  c = with_overrides(load('eval_cifar10_synth'), num_eval_samples=0,
+  c = with_overrides(load('cifar10_synth', 'eval'), num_eval_samples=0,
                      ood_datasets='noise', data_dir=str(tmp_path / 'tfds'))
   with pytest.raises(DatasetNotFoundError, match='prepare_data'):
     evaluate.run(c, str(tmp_path / 'w'))

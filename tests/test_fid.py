@@ -218,3 +218,40 @@ def test_fid_score_is_the_frechet_distance_of_the_statistics():
   s2 = metrics.feature_statistics(rng.randn(100, 5) + 1.0)
   assert fid.fid_score(s1, s1) == pytest.approx(0.0, abs=1e-9)
   assert fid.fid_score(s1, s2) == metrics.frechet_distance(*s1, *s2)
+
+
+def test_reference_statistics_are_cached_with_the_weights_fingerprint(tmp_path):
+  """One path for evaluation and tests: `fid.reference_statistics` computes the
+  statistics of `num_eval_samples` images of `config.split` through the input pipeline
+  (global batches over `data`), caches them with the weights' fingerprint, reads the
+  cache back for the same fingerprint and recomputes it for another."""
+  from hat_ebm_jax import config_lib, sharding  # pylint: disable=g-import-not-at-top
+  from tests.conftest import load, with_overrides  # pylint: disable=g-import-not-at-top
+  c = with_overrides(load('digits', 'eval'), num_eval_samples=8, eval_batch_size=4,
+                     data_dir=str(tmp_path / 'tfds'))
+  config_lib.validate(c)
+  mesh = sharding.create_mesh()
+  calls = []
+
+  def features(x):
+    calls.append(x.shape)
+    return x.reshape(x.shape[0], -1)[:, :5] * 2.0
+
+  (mu, sigma), info = fid.reference_statistics(c, tmp_path / 'w', features, mesh, 'aa', True)
+  assert calls == [(4, 16, 16, 1)] * 2 and info['cached'] is False
+  path = tmp_path / 'w' / 'eval' / 'fid_stats_digits_train_16_8.npz'
+  assert info['file'] == str(path)
+  with np.load(path) as z:
+    assert str(z['fid_weights_sha']) == 'aa' and int(z['seed']) == fid.stats.REFERENCE_SEED
+  from hat_ebm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  it = input_pipeline.create_iterator(c, split='train', batch_size=4,
+                                      seed=fid.stats.REFERENCE_SEED)
+  want = np.concatenate([next(it), next(it)]).reshape(8, -1)[:, :5].astype(np.float64) * 2
+  np.testing.assert_allclose(mu, want.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(sigma, np.cov(want, rowvar=False), rtol=1e-5, atol=1e-8)
+
+  (mu2, _), info = fid.reference_statistics(c, tmp_path / 'w', features, mesh, 'aa', True)
+  assert len(calls) == 2 and info['cached'] is True  # read back, nothing computed
+  np.testing.assert_array_equal(mu2, mu)
+  (_, _), info = fid.reference_statistics(c, tmp_path / 'w', features, mesh, 'bb', True)
+  assert len(calls) == 4 and info['cached'] is False  # other weights: recomputed

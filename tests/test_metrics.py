@@ -210,3 +210,45 @@ def test_ood_auroc_counts_ties_half():
 def test_ood_auroc_is_one_when_ood_energies_are_all_higher_and_zero_when_lower():
   assert metrics.ood_auroc([0.0, 1.0], [2.0, 3.0]) == 1.0
   assert metrics.ood_auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
+
+
+# ------------------------------------------------------------------ quality by name
+
+
+def test_quality_metric_is_mmd_for_toys_digits_fd_for_digits_and_fid_otherwise():
+  assert metrics.quality_metric('pinwheel') == 'mmd'
+  assert metrics.quality_metric('digits') == 'digits_fd'
+  assert metrics.quality_metric('digits', fid_weights='fid.npz') == 'fid'
+  assert metrics.quality_metric('cifar10') == 'fid'
+  assert set(metrics.QUALITY_METRICS) == {'fid', 'digits_fd', 'mmd'}
+  with pytest.raises(ValueError, match="'is'.*fid, digits_fd, mmd"):
+    metrics.quality('is', None, {})
+
+
+def test_quality_scores_are_the_metrics_of_gen_and_hat_and_the_floor(cache_dir,
+                                                                    monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from hat_ebm_jax.datasets import toy2d  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  c = ml_collections.ConfigDict(dict(dataset='eight_gaussians', seed=4,
+                                     image_size=IMAGE_SIZE))
+  gen, hat, true, floor = (rng.randn(50, 2) for _ in range(4))
+  # mmd, against given points, with a floor
+  got = metrics.quality('mmd', c, dict(gen=gen, hat=hat), true=true, floor=floor)
+  assert list(got) == ['floor', 'gen', 'hat']
+  assert got == dict(floor=metrics.mmd(floor, true), gen=metrics.mmd(gen, true),
+                     hat=metrics.mmd(hat, true))
+  # mmd at the end of training: fresh true points, default_rng(seed + 3), no floor
+  fresh = toy2d.sample('eight_gaussians', 50, np.random.default_rng(7))
+  assert metrics.quality('mmd', c, dict(gen=gen, hat=hat)) == dict(
+      gen=metrics.mmd(gen, fresh), hat=metrics.mmd(hat, fresh))
+  # fid on features against reference statistics, no floor
+  ref = metrics.feature_statistics(true)
+  assert metrics.quality('fid', c, dict(gen=gen, hat=hat), reference=ref) == dict(
+      gen=metrics.fid_from_features(gen, true), hat=metrics.fid_from_features(hat, true))
+  # digits_fd: floor, gen, hat of digits_fd_table
+  monkeypatch.setenv('HAT_EBM_CACHE', cache_dir)
+  test, _ = metrics.digits_images('test', IMAGE_SIZE)
+  got = metrics.quality('digits_fd', c, dict(gen=test[:100], hat=test[100:]))
+  assert got == metrics.digits_fd_table(test[:100], test[100:], IMAGE_SIZE, cache_dir)
+  assert list(got) == ['floor', 'gen', 'hat']

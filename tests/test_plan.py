@@ -193,7 +193,7 @@ def test_cifar10_synthesis_fits_a_v4_8_with_one_gradient_all_reduce_per_update()
 
 @pytest.mark.slow
 def test_the_evaluation_sampler_plans_with_the_eval_configs_settings():
-  c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'eval_digits.py'))
+  c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'digits.py'), 'eval')
   r = plan.plan(c, 'v4-8', what='eval')
   assert r['what'] == 'eval' and r['fits']
   assert r['batch'] == c.eval_batch_size and r['loop_bodies'] == c.mcmc_steps

@@ -111,7 +111,7 @@ COVERAGE = {
     'python -m benchmarks.mixed_precision':
         'tests/test_benchmarks.py::test_precision_smoke_trains_digits_in_both_dtypes',
     # Evaluation
-    'python -m hat_ebm_jax.main --config=configs/eval_digits.py --workdir=runs/digits':
+    'python -m hat_ebm_jax.main --config=configs/digits.py:eval --workdir=runs/digits':
         HERE + 'test_digits_evaluation_writes_results_comparison_and_ood_tables',
     'python -m hat_ebm_jax.fid.convert_weights': (
         HERE + 'test_fid_weight_conversion_without_the_pth_says_where_to_get_it',
@@ -547,11 +547,11 @@ def test_digits_quickstart_writes_what_the_readme_lists(digits_run):
 
 @pytest.mark.slow
 def test_digits_evaluation_writes_results_comparison_and_ood_tables(digits_run):
-  """`configs/eval_digits.py` on the quickstart's workdir writes grids, samples,
+  """`configs/digits.py:eval` on the quickstart's workdir writes grids, samples,
   `results.json`, `comparison.md` and `ood.md` to `WORKDIR/eval/<name>/`, and leaves the
   training checkpoints untouched."""
   before = snapshot(digits_run / 'checkpoints')
-  argv = readme_argv('python -m hat_ebm_jax.main --config=configs/eval_digits.py')
+  argv = readme_argv('python -m hat_ebm_jax.main --config=configs/digits.py:eval')
   check_ok(run(python(with_flags(argv, workdir=digits_run), **DIGITS_EVAL)))
   assert snapshot(digits_run / 'checkpoints') == before
   out = digits_run / 'eval' / 'eval_digits_raw_step2_seed0'

@@ -16,7 +16,7 @@ No module state: all randomness comes from the `rng` argument.
 
 import numpy as np
 
-NAMES = ('eight_gaussians', 'two_rings', 'checkerboard', 'pinwheel')
+from hat_ebm_jax.datasets import TOY_DATASETS as NAMES
 
 EIGHT_GAUSSIANS_RADIUS = 4.0 / np.sqrt(2.0)
 EIGHT_GAUSSIANS_STD = 0.5 / np.sqrt(2.0)

@@ -1,0 +1,140 @@
+"""Out-of-distribution detection with the energy `H(x)` (evaluation, SPEC §7).
+
+`config.ood_datasets` ('noise,shuffled,inverted' or other image datasets) names the OOD
+sets; `num_ood_samples` images of `config.ood_split` are the in-distribution set. Each
+OOD set gets an AUROC against it (`metrics.ood_auroc`, OOD = higher energy). `evaluate`
+writes `ood.json`, `ood.md`, `ood.csv` and `ood_hist.png` (`evaluate_ood`).
+"""
+
+import json
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+from absl import logging
+from etils import epath
+
+from hat_ebm_jax import input_pipeline, metrics, visualize
+from hat_ebm_jax.datasets import IMAGE_DATASETS, TOY_DATASETS
+
+DERIVED_OOD = ('noise', 'shuffled', 'inverted')
+
+
+def ood_names(config) -> List[str]:
+  """`config.ood_datasets` ('noise,shuffled,...') as a list of names."""
+  return [s.strip() for s in str(config.ood_datasets or '').split(',') if s.strip()]
+
+
+def check_config(config) -> List[str]:
+  """Raises ValueError naming the key and the fix for OOD settings that cannot work.
+  Returns `ood_names(config)`. Reads nothing from disk."""
+  names = ood_names(config)
+  if names and config.dataset in TOY_DATASETS:
+    raise ValueError('config.ood_datasets is for image datasets; the 2D toys have no OOD '
+                     'sets. Set --config.ood_datasets=\'\'.')
+  for name in names:
+    if name not in DERIVED_OOD + IMAGE_DATASETS or name == config.dataset:
+      raise ValueError(
+          f'config.ood_datasets: unknown OOD set {name!r}; give a comma-separated list '
+          f'of {", ".join(DERIVED_OOD)} (derived from config.ood_split) or an image '
+          f'dataset other than {config.dataset!r} '
+          f'({", ".join(d for d in IMAGE_DATASETS if d != config.dataset)}).')
+  if names and int(config.num_ood_samples) < 1:
+    raise ValueError(f'config.num_ood_samples must be >= 1; got {config.num_ood_samples}.')
+  return names
+
+
+def check_available(config) -> None:
+  """Raises `input_pipeline.DatasetNotFoundError` when the in-distribution dataset or an
+  OOD dataset is a tfds dataset that is not prepared (derived sets need nothing)."""
+  for name in [config.dataset] + ood_names(config):
+    if name in input_pipeline.TFDS_DATASETS:
+      input_pipeline.tfds_builder(name, config.data_dir)
+
+
+def shuffle_pixels(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Each image `[H, W, C]` of `[N, H, W, C]` with its `H * W` pixel positions permuted
+  (its own permutation; a pixel's channels move together)."""
+  n, h, w, c = images.shape
+  flat = images.reshape(n, h * w, c)
+  perms = np.argsort(rng.random((n, h * w)), axis=1)
+  return np.take_along_axis(flat, perms[:, :, None], axis=1).reshape(images.shape)
+
+
+def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
+  """The OOD sets of `config.ood_datasets`, each `[<= num_ood_samples, S, S, nch]`.
+
+  `noise`: uniform in `[-1, 1]`; `shuffled`: `x_in` with each image's pixels permuted;
+  `inverted`: `-x_in`; a dataset name: the first images of its `ood_split` through the
+  same preprocessing. Randomness from `default_rng([eval_seed, index of the set])`.
+  """
+  out = {}
+  for i, name in enumerate(ood_names(config)):
+    rng = np.random.default_rng([int(config.eval_seed), i])
+    if name == 'noise':
+      out[name] = rng.uniform(-1.0, 1.0, x_in.shape).astype(np.float32)
+    elif name == 'shuffled':
+      out[name] = shuffle_pixels(x_in, rng)
+    elif name == 'inverted':
+      out[name] = -x_in
+    else:
+      other = config.copy_and_resolve_references()
+      with other.unlocked():
+        other.dataset = name
+      out[name] = input_pipeline.load_array(other, config.ood_split,
+                                            int(config.num_ood_samples))
+  return out
+
+
+def ood_table(energy_in: np.ndarray, energies: Dict[str, np.ndarray]) -> Dict[str, Dict]:
+  """Per OOD set: AUROC (OOD = higher energy), its size and mean energy."""
+  return {name: dict(auroc=metrics.ood_auroc(energy_in, e), n=int(e.size),
+                     mean_energy=float(np.mean(e)), std_energy=float(np.std(e)))
+          for name, e in energies.items()}
+
+
+def ood_markdown(in_name: str, n_in: int, mean_in: float, table: Dict) -> str:
+  """`ood_table` as a Markdown table, the in-distribution set in the AUROC header."""
+  lines = [f'| OOD set | n | mean H(x) | AUROC vs {in_name} (n={n_in}, mean H(x) '
+           f'{mean_in:.4g}) |', '| --- | --- | --- | --- |']
+  lines += [f'| {k} | {v["n"]} | {v["mean_energy"]:.4g} | {v["auroc"]:.4f} |'
+            for k, v in table.items()]
+  return '\n'.join(lines) + '\n'
+
+
+def ood_csv(in_name: str, table: Dict) -> str:
+  """`ood_table` as CSV: in_distribution, ood_set, n, mean_energy, auroc."""
+  rows = ['in_distribution,ood_set,n,mean_energy,auroc']
+  rows += [f'{in_name},{k},{v["n"]},{v["mean_energy"]:.6g},{v["auroc"]:.6f}'
+           for k, v in table.items()]
+  return '\n'.join(rows) + '\n'
+
+
+def evaluate_ood(config, out_dir: epath.Path, energy: Callable[[np.ndarray], np.ndarray],
+                 weights: str, is_chief: bool) -> Dict[str, Any]:
+  """Energies `energy(x) -> [N]` of the in-distribution set and of each OOD set, their
+  table (also as `results['ood']`), and on the chief `ood.json`, `ood.md`, `ood.csv`,
+  `ood_hist.png` in `out_dir`. Raises FloatingPointError for non-finite energies."""
+  x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
+  sets = ood_sets(config, x_in)
+  e_in = energy(x_in)
+  energies = {k: energy(v) for k, v in sets.items()}
+  bad = [k for k, v in [('in', e_in)] + list(energies.items()) if not np.isfinite(v).all()]
+  if bad:
+    raise FloatingPointError(f'Non-finite energies for {bad}: the EBM diverged.')
+  in_name = f'{config.dataset}/{config.ood_split}'
+  table = ood_table(e_in, energies)
+  md = ood_markdown(in_name, len(e_in), float(np.mean(e_in)), table)
+  logging.info('OOD detection by energy:\n%s', md)
+  result = dict(in_distribution=dict(dataset=config.dataset, split=config.ood_split,
+                                     n=int(len(e_in)), mean_energy=float(np.mean(e_in)),
+                                     std_energy=float(np.std(e_in))),
+                table=table, seed=int(config.eval_seed), weights=weights)
+  if is_chief:
+    (out_dir / 'ood.json').write_text(json.dumps(result, indent=2, sort_keys=True,
+                                                 default=str))
+    (out_dir / 'ood.md').write_text(md)
+    (out_dir / 'ood.csv').write_text(ood_csv(in_name, table))
+    visualize.save_energy_histogram(
+        out_dir / 'ood_hist.png', f'{in_name} (in)', e_in,
+        {f'{k} (AUROC {table[k]["auroc"]:.3f})': v for k, v in energies.items()})
+  return result
