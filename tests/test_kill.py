@@ -10,9 +10,9 @@ every step and kills it at one of three kinds of moment, in turn: during start-u
 (a delay drawn over the time a step and its save take), or while a checkpoint is being
 written. Restarts share JAX's persistent compilation cache, so they do not recompile.
 
-CI kills 6 times (2 of each kind) and sends 2 SIGTERMs; `HAT_EBM_TEST_KILLS=20` runs
-the longer soak. The quick tier's tests/test_faults.py damages checkpoints in every way a
-kill can leave them and checks each restore in-process.
+By default (and in CI) it kills 6 times, 2 of each kind, and sends 2 SIGTERMs;
+`HAT_EBM_TEST_KILLS=20` runs the longer soak. The quick tier's tests/test_faults.py damages
+checkpoints in every way a kill can leave them and checks each restore in-process.
 """
 
 import concurrent.futures
