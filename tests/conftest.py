@@ -70,6 +70,31 @@ REF_OUT_FACTOR = {'gen_sngan32': 2.0, 'gen_sngan64': 1.0, 'gen_sngan128': 1.0,
                   'gen_decoder32': 2.0}
 
 
+# ------------------------------------------------------------------ the slow tier's order
+
+# The slow tier's files that take minutes, heaviest first (measured on 2 cores). The slow
+# tier (`-m slow`) runs over setup.cfg's two workers, a file on one worker; xdist would
+# start the files with the most tests first, so a heavy file could start last and leave
+# one worker idle while the other finishes it. These start first, in this order.
+SLOW_FIRST = ('test_plan.py', 'test_evaluate.py', 'test_scaling.py', 'test_kill.py',
+              'test_benchmarks.py', 'test_readme.py')
+
+
+def _slow_tier(config) -> bool:
+  return config.getoption('markexpr', '') == 'slow'
+
+
+def pytest_configure(config):
+  if _slow_tier(config) and hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False  # keep the order below
+
+
+def pytest_collection_modifyitems(config, items):
+  if _slow_tier(config):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
 # ------------------------------------------------------------------ configs
 
 

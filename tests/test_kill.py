@@ -5,9 +5,14 @@ exit without a traceback from a background thread; two processes recover from th
 damaged checkpoints and agree on the step.
 
 Each round starts `python -m hat_ebm_jax.main` on `configs/tiny.py` with a checkpoint
-every step and kills it at a moment drawn from a seeded RNG: either from the start
-(imports, restore, setting steps aside) or after its first step (training and saving).
-Restarts share JAX's persistent compilation cache, so they do not recompile.
+every step and kills it at one of three kinds of moment, in turn: during start-up
+(imports, restore, setting steps aside; a delay drawn from a seeded RNG), during training
+(a delay drawn over the time a step and its save take), or while a checkpoint is being
+written. Restarts share JAX's persistent compilation cache, so they do not recompile.
+
+By default (and in CI) it kills 6 times, 2 of each kind, and sends 2 SIGTERMs;
+`HAT_EBM_TEST_KILLS=20` runs the longer soak. The quick tier's tests/test_faults.py damages
+checkpoints in every way a kill can leave them and checks each restore in-process.
 """
 
 import concurrent.futures
@@ -28,8 +33,9 @@ from tests.conftest import (flip_byte, largest_array_file, max_rel_diff_per_tens
                             remove_commit_marker, truncate)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-KILLS = 20
+KILLS = int(os.environ.get('HAT_EBM_TEST_KILLS', '6'))
 SIGTERMS = 2
+MOMENTS = ('start', 'training', 'saving')  # kinds of kill moment, each KILLS // 3 times
 SEED = 15
 OVERRIDES = dict(checkpoint_freq=1, keep_checkpoints=3, log_freq=1, plot_freq=100000,
                  num_final_samples=8, mcmc_steps=2)
@@ -85,6 +91,21 @@ def last_logged_step(log):
   return max(steps, default=0)
 
 
+def saving_now(workdir):
+  """A checkpoint is being written: orbax's temporary folder, or a finalized step whose
+  checksums process 0 has not written yet."""
+  root = pathlib.Path(workdir) / 'checkpoints'
+  if not root.exists():
+    return False
+  for p in root.iterdir():
+    if '.orbax-checkpoint-tmp' in p.name:
+      return True
+    if (p.name.isdigit() and (p / checkpointing.COMMIT_MARKER).exists()
+        and not (p / checkpointing.CHECKSUMS).exists()):
+      return True
+  return False
+
+
 def resumed_step(log):
   m = re.search(r'Resuming from .* \(step (\d+)\)', log.read_text())
   return int(m.group(1)) if m else 0
@@ -112,20 +133,22 @@ def cache(tmp_path_factory):
 
 
 def kill_rounds(workdir, logs, rounds, rng, cache):
-  """Runs `rounds` ('kill' or 'term') on `workdir`; returns one record per round."""
+  """Runs `rounds` (('kill' or 'term', moment)) on `workdir`; returns one record per
+  round."""
   records = []
   startup = 20.0  # seconds to the first step with compiled programs cached, measured
-  for i, how in enumerate(rounds):
+  for i, (how, moment) in enumerate(rounds):
     log = logs / f'{workdir.name}_round_{i}.log'
     before = finalized_steps(workdir)
     t0 = time.time()
     proc = start(workdir, 100000, cache, log)
-    if how == 'term' or rng.random() < 0.7 or i == 0:  # training and saving
+    if moment in ('training', 'saving'):
       assert wait_for(log, r'First step', proc), log.read_text()[-3000:]
       if i:  # (round 0 compiles)
         startup = time.time() - t0
       # Let 1 or 2 more checkpoints finalize, then kill at a random moment of the
-      # next step + save (drawn over the time the last one took).
+      # next step + save (drawn over the time the last one took), or as soon as the
+      # next save has begun.
       target = (before[-1] if before else 0) + int(rng.integers(1, 3))
       latest, t_last, interval = -1, time.time(), 1.0
       while proc.poll() is None:
@@ -138,6 +161,12 @@ def kill_rounds(workdir, logs, rounds, rng, cache):
           break
         time.sleep(0.02)
       delay, phase = float(rng.uniform(0.0, interval)), 'training'
+      if moment == 'saving':
+        deadline = time.time() + 10 * interval + 10
+        while proc.poll() is None and time.time() < deadline and not saving_now(workdir):
+          time.sleep(0.005)
+        if saving_now(workdir):
+          delay, phase = 0.0, 'saving'
     else:  # imports, restore, setting steps aside, loading the compiled programs
       delay, phase = float(rng.uniform(0.0, startup)), 'start'
     time.sleep(delay)
@@ -161,12 +190,13 @@ def kill_rounds(workdir, logs, rounds, rng, cache):
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_at_most_the_step_in_flight(tmp_path, cache):
-  """KILLS rounds of kill -9 and SIGTERMS of SIGTERM on two workdirs at once (one per
-  core), then a run of each to completion: it equals an uninterrupted run of as many
-  steps, to 1e-6 per tensor."""
+  """KILLS rounds of kill -9 (each kind of moment in turn) and SIGTERMS of SIGTERM on
+  two workdirs at once (one per core), then a run of each to completion: it equals an
+  uninterrupted run of as many steps, to 1e-6 per tensor."""
   logs = tmp_path / 'logs'
   logs.mkdir()
-  rounds = ['kill'] * KILLS + ['term'] * SIGTERMS
+  rounds = ([('kill', MOMENTS[i % len(MOMENTS)]) for i in range(KILLS)]
+            + [('term', 'training')] * SIGTERMS)
   np.random.default_rng(SEED).shuffle(rounds)
   lanes = {tmp_path / 'killed_a': rounds[0::2], tmp_path / 'killed_b': rounds[1::2]}
   t0 = time.time()
@@ -190,6 +220,9 @@ def test_kill_9_at_random_moments_loses_at_most_the_step_in_flight(tmp_path, cac
     for r in rs:
       print(f'  {name}: {r}')
   assert sum(r['how'] == 'kill' for r in all_records) == KILLS
+  if KILLS >= len(MOMENTS):  # every kind of moment was hit, SIGTERM too
+    assert {r['phase'] for r in all_records if r['how'] == 'kill'} == set(MOMENTS)
+    assert sum(r['how'] == 'term' for r in all_records) == SIGTERMS
   assert max(r['lost'] for r in all_records) <= OVERRIDES['checkpoint_freq']
   b = checkpointing.restore_raw(tmp_path / 'reference')
   for w in lanes:
@@ -200,39 +233,42 @@ def test_kill_9_at_random_moments_loses_at_most_the_step_in_flight(tmp_path, cac
 
 
 @pytest.fixture(scope='module')
-def three_steps(tmp_path_factory, cache):
-  """A tiny run of 3 steps, a checkpoint each (on one process)."""
-  workdir = tmp_path_factory.mktemp('three') / 'w'
+def four_steps(tmp_path_factory, cache):
+  """A tiny run of 4 steps, a checkpoint each, all kept (on one process)."""
+  workdir = tmp_path_factory.mktemp('four') / 'w'
   log = workdir.parent / 'log'
-  assert start(workdir, 3, cache, log).wait(timeout=900) == 0, log.read_text()[-4000:]
+  assert start(workdir, 4, cache, log, keep_checkpoints=4).wait(timeout=900) == 0, (
+      log.read_text()[-4000:])
   return workdir
 
 
+# Each kind of damage, done to its own step of a copy of `four_steps` (newest first).
 DAMAGE = {
-    'truncated': lambda w: truncate(largest_array_file(w, 3)),
-    'flipped': lambda w: flip_byte(largest_array_file(w, 3)),
-    'no_commit_marker': lambda w: remove_commit_marker(w, 3),
+    4: ('truncated', lambda w: truncate(largest_array_file(w, 4))),
+    3: ('flipped', lambda w: flip_byte(largest_array_file(w, 3))),
+    2: ('no_commit_marker', lambda w: remove_commit_marker(w, 2)),
 }
 
 
 @pytest.mark.slow
-def test_divergence_and_user_errors_exit_without_a_background_traceback(three_steps,
+def test_divergence_and_user_errors_exit_without_a_background_traceback(four_steps,
                                                                         tmp_path, cache):
   workdir = tmp_path / 'w'
-  shutil.copytree(three_steps, workdir)
+  shutil.copytree(four_steps, workdir)
   log = tmp_path / 'diverged.log'
-  p = start(workdir, 5, cache, log, data_epsilon='inf')
+  p = start(workdir, 6, cache, log, data_epsilon='inf')
   assert p.wait(timeout=900) == 2
   text = log.read_text()
-  assert 'error: Training diverged at step 4' in text
+  assert 'error: Training diverged at step 5' in text
   assert_no_background_traceback(text, 'divergence')
-  for s in (1, 2, 3):  # nothing restores: one message, every step named
+  assert finalized_steps(workdir) == [1, 2, 3, 4]
+  for s in (1, 2, 3, 4):  # nothing restores: one message, every step named
     remove_commit_marker(workdir, s)
-  p = start(workdir, 5, cache, log)
+  p = start(workdir, 6, cache, log)
   assert p.wait(timeout=900) == 2
   text = log.read_text()
   assert_no_background_traceback(text, 'no checkpoint restores')
-  assert re.search(r'error: No checkpoint in .* restores:\n  step 3: no commit marker',
+  assert re.search(r'error: No checkpoint in .* restores:\n  step 4: no commit marker',
                    text), text[-3000:]
 
 
@@ -248,24 +284,28 @@ def launch_two(workdir, logs, steps, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('damage', sorted(DAMAGE))
-def test_two_processes_skip_the_same_damaged_checkpoint(three_steps, tmp_path, cache,
-                                                        damage):
-  """2 processes x 1 device resume a workdir whose latest step is damaged: both take
-  step 2, process 0 alone moves step 3 aside, and both end with the same parameters."""
+def test_two_processes_skip_the_same_damaged_checkpoints(four_steps, tmp_path, cache):
+  """2 processes x 1 device resume a workdir whose 3 latest steps are damaged, each in
+  one way (DAMAGE): both skip each of them and take step 1, process 0 alone moves them
+  aside, and both end with the same parameters. (One 2-process run for the three kinds
+  of damage; tests/test_faults.py checks each kind alone, in the quick tier.)"""
   workdir, logs = tmp_path / 'w', tmp_path / 'logs'
-  shutil.copytree(three_steps, workdir)
-  DAMAGE[damage](workdir)
-  p = launch_two(workdir, logs, 4, cache)
+  shutil.copytree(four_steps, workdir)
+  for _, damage in DAMAGE.values():
+    damage(workdir)
+  p = launch_two(workdir, logs, 3, cache)
   assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
   texts = [(logs / f'process_{i}.log').read_text() for i in range(2)]
   for i, text in enumerate(texts):
-    assert re.search(r'Resuming from .* \(step 2\)', text), text[-3000:]
-    assert 'Checkpoint 3 in ' in text and 'skipped' in text
+    assert re.search(r'Resuming from .* \(step 1\)', text), text[-3000:]
+    for step, (kind, _) in DAMAGE.items():
+      assert re.search(rf'Checkpoint {step} in .* skipped', text), (kind, text[-3000:])
     assert_no_background_traceback(text, f'process {i}')
-  assert 'Moved checkpoint 3 to ' in texts[0] and 'Moved checkpoint' not in texts[1]
+  for step in DAMAGE:
+    assert f'Moved checkpoint {step} to ' in texts[0]
+  assert 'Moved checkpoint' not in texts[1]
   sums = [re.search(r'Parameter checksum \(process \d of 2\): (\S+)', t).group(1)
           for t in texts]
   assert sums[0] == sums[1]
-  assert len(list((workdir / 'checkpoints' / 'unreadable').iterdir())) == 1
-  assert finalized_steps(workdir)[-1] == 4
+  assert len(list((workdir / 'checkpoints' / 'unreadable').iterdir())) == len(DAMAGE)
+  assert finalized_steps(workdir)[-1] == 3

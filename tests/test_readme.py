@@ -50,7 +50,7 @@ README = os.path.join(REPO, 'README.md')
 CI = os.path.join(REPO, '.ci', 'run')
 HERE = 'tests/test_readme.py::'
 CI_QUICK = '.ci/run: python -m pytest -q -rs --durations=25'
-CI_SLOW = '.ci/run: python -m pytest -q -rs -m slow -n 0 --durations=25'
+CI_SLOW = '.ci/run: python -m pytest -q -rs -m slow --durations=25'
 
 # README command (or a prefix of it, up to a space) -> what exercises it: a test id
 # 'tests/<module>.py::<test>' or '.ci/run: <a line .ci/run runs>', or a tuple of them.
@@ -61,7 +61,7 @@ COVERAGE = {
         HERE + 'test_digits_quickstart_writes_what_the_readme_lists',
     "pip install -e '.[test,tpu]'": ".ci/run: python -m pip install -q -e '.[test,tpu]'",
     'python -m pytest -q': CI_QUICK,
-    'python -m pytest -q -m slow -n 0': CI_SLOW,
+    'python -m pytest -q -m slow': CI_SLOW,
     # Modes and configs: datasets, retrofit
     'python -m hat_ebm_jax.prepare_data --dataset=cifar10':
         HERE + 'test_preparing_cifar10_goes_straight_to_the_download',
