@@ -27,7 +27,6 @@ machine wall time is noisy. XLA flags are never set here: pass them through `XLA
 """
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -35,15 +34,13 @@ import statistics
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, langevin, langevin_programs,
-                         models, modes, sharding, train)
-from hat_ebm_jax.modes import base
+from hat_ebm_jax import (cli, config_lib, langevin, langevin_programs, models, modes,
+                         sharding, train)
 
 import benchmarks
 
@@ -227,8 +224,8 @@ def load_config(args):
 def make_nets(config, key):
   """(ebm, ebm variables, gen, gen variables) at random initial values."""
   c = config
-  ebm = base.make_ebm(c)
-  gen = base.make_generator(c)
+  ebm = models.make_ebm(c)
+  gen = models.make_generator(c)
   k1, k2 = jax.random.split(key)
   return (ebm, models.init_variables(ebm, k1, c.image_size), gen,
           models.init_variables(gen, k2, c.image_size))
@@ -270,7 +267,7 @@ def direct_conv_modules(config):
   """(ebm, gen) modules with direct convolutions (the same variables fit): the programs
   whose cost analysis gives the model FLOPs behind MFU."""
   c = _with(config, conv_algorithm='direct')
-  return base.make_ebm(c), base.make_generator(c)
+  return models.make_ebm(c), models.make_generator(c)
 
 
 def _rates(flops: float, seconds: float, peak: Optional[float]):
@@ -367,29 +364,20 @@ def _with(config, **changes):
   return c
 
 
-@contextlib.contextmanager
-def _random_pretrained_generator(config):
-  """Joint mode loads a pretrained generator; here it gets random weights instead."""
-  def load(path, module, gen_type):
-    del path, gen_type
-    return models.init_variables(module, jax.random.PRNGKey(1), config.image_size)
-  with mock.patch.object(checkpointing, 'load_pretrained', load):
-    yield
-
-
 def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   c = config.copy_and_resolve_references()
   c.mode = mode_name
   c.mcmc_steps = args.train_mcmc_steps
   c.update_latents = None
-  if mode_name == 'joint':
-    c.gen_weights = c.gen_weights or 'random'
+  gen_v = None
+  if mode_name == 'joint':  # a random generator in place of the pretrained one
+    gen_v = models.init_variables(models.make_generator(c), jax.random.PRNGKey(1),
+                                  c.image_size)
     if not c.epsilon_latent:
       c.epsilon_latent = args.epsilon_latent
   c.persistent_size = args.persistent_size or 4 * args.batch_size
-  mode = modes.create(c)
-  with _random_pretrained_generator(c):
-    state = mode.init_state(jax.random.PRNGKey(args.seed))
+  mode = modes.create(c, gen_variables=gen_v)
+  state = mode.init_state(jax.random.PRNGKey(args.seed))
   shape = (args.batch_size,) + mode.data_shape()
   batch = jax.random.uniform(jax.random.PRNGKey(args.seed + 1), shape, jnp.float32, -1, 1)
   mesh = sharding.create_mesh(jax.devices()[:1])
@@ -397,7 +385,7 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
   batch_sh = sharding.batch_sharded(mesh)
   state = jax.device_put(state, state_sh)
   batch = jax.device_put(batch, batch_sh)
-  host = args.train_layout == 'auto' and langevin_programs.runs_on_host(mode.sampler)
+  host = args.train_layout == 'auto' and mode.host_phase is not None
   # FLOPs of the step as one unrolled program (the same work however it is laid out):
   # the model's (direct convolutions) and the program's as run.
   def unrolled_flops(**changes):
@@ -434,7 +422,7 @@ def bench_train(config, args, mode_name: str) -> Dict[str, Any]:
              flops_per_step=flops, flops_per_s=fps, mfu=mfu, xla_flops_per_step=xla_flops,
              peak_flops=peak,
              peak_basis=basis, peak_memory_bytes=peak_memory_bytes(),
-             persistent_size=mode.bank_size if hasattr(mode, 'bank_size') else None,
+             persistent_size=mode.bank_size,
              finite=bool(np.asarray(metrics['finite'])),
              langevin_layout='host loop + jitted update' if host else 'one jitted program',
              mcmc_unroll=str(c.mcmc_unroll), mcmc_update=c.mcmc_update)

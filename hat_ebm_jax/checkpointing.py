@@ -1,15 +1,12 @@
-"""Checkpoints: the run's orbax `CheckpointManager`, and pretrained weights for joint mode.
+"""Run checkpoints: the run's orbax `CheckpointManager`, their integrity and restore.
 
 Run checkpoints live in `WORKDIR/checkpoints/<step>` (orbax writes to a temporary folder
 and renames it when complete, so the latest checkpoint is never half written), next to
 `WORKDIR/config.json`, the config of the run that made them: resuming with a config that
 changes the experiment (architecture, data, mode) is refused before anything is touched.
 
-Pretrained generator weights (`config.gen_weights`) may be any of:
-  * a directory written by `python -m hat_ebm_jax.convert` (`net.json` + `variables/`);
-  * a TF checkpoint prefix of the authors' code (`.../ckpt`, with `ckpt.index` beside);
-  * an autoencoder run's workdir (its latest checkpoint's decoder: how retrofit is
-    chained after `cifar10_ae`).
+Pretrained weights (`config.gen_weights`, `ebm_weights`) are read and written by
+`pretrained.py`. This module imports only orbax (and `cli`) of what can hold weights.
 """
 
 import errno
@@ -19,15 +16,15 @@ import os
 import re
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+import warnings
 
 from absl import logging
-import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hat_ebm_jax import cli, convert, models
+from hat_ebm_jax import cli
 
 # Config keys that define the experiment: a workdir's checkpoints only resume under a
 # config that agrees on all of them.
@@ -74,7 +71,7 @@ def write_workdir_config(workdir: epath.Path, config) -> None:
     (workdir / 'config.json').write_text(_config_json(config))
 
 
-def _absolute(path: epath.Path) -> epath.Path:
+def absolute_path(path: epath.Path) -> epath.Path:
   """`path` made absolute for orbax; URLs (`gs://...`) are absolute already.
 
   (`epath.Path('gs://b/x').resolve()` would prepend the working directory.)
@@ -91,14 +88,14 @@ def create_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
   """
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(_absolute(epath.Path(workdir) / 'checkpoints'),
+  return ocp.CheckpointManager(absolute_path(epath.Path(workdir) / 'checkpoints'),
                                options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
 def read_only_manager(directory: epath.Path) -> ocp.CheckpointManager:
   """A manager for `directory/checkpoints` that never writes, renames or deletes."""
-  return ocp.CheckpointManager(_absolute(epath.Path(directory) / 'checkpoints'),
+  return ocp.CheckpointManager(absolute_path(epath.Path(directory) / 'checkpoints'),
                                options=ocp.CheckpointManagerOptions(create=False,
                                                                     read_only=True),
                                item_handlers=ocp.StandardCheckpointHandler())
@@ -371,52 +368,12 @@ def restore_raw(directory: epath.Path, step: Optional[int] = None) -> Dict:
     manager.close()
 
 
-def save_pretrained(out_dir: str, net: str, net_kwargs: Dict, variables: Dict) -> str:
-  """Writes `net.json` + an orbax `variables/` checkpoint. Refuses a non-empty `out_dir`."""
-  out = epath.Path(out_dir)
-  if out.exists() and any(out.iterdir()):
-    raise cli.user_error(FileExistsError(
-        f'{out} exists and is not empty; choose a new --out (nothing was written).'))
-  out.mkdir(parents=True, exist_ok=True)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(_absolute(out / 'variables'), jax.tree_util.tree_map(np.asarray, variables))
-  ckptr.wait_until_finished()
-  (out / 'net.json').write_text(json.dumps({'net': net, 'kwargs': net_kwargs}, indent=2))
-  return str(out)
-
-
-def load_pretrained(path: str, module, name: str) -> Dict:
-  """Variables for `module` (net `name`) from any of the three pretrained sources."""
-  p = epath.Path(path)
-  expected = jax.eval_shape(lambda: models.init_variables(module, jax.random.PRNGKey(0)))
-  if (p / 'net.json').exists():
-    meta = json.loads((p / 'net.json').read_text())
-    if meta['net'] != name:
-      raise cli.user_error(ValueError(
-          f'{path} holds a {meta["net"]} ({meta["kwargs"]}), but the config asks for a '
-          f'{name}.'))
-    v = ocp.StandardCheckpointer().restore(_absolute(p / 'variables'))
-    what = f'Pretrained weights {path}'
-  elif epath.Path(str(path) + '.index').exists():
-    with cli.user_errors(ValueError, FileNotFoundError):
-      _, v = convert.from_tf_checkpoint(str(path), name, **convert.net_kwargs(module))
-    what = f'TF checkpoint {path}'
-  elif (p / 'config.json').exists() and (p / 'checkpoints').exists():
-    saved = json.loads((p / 'config.json').read_text())
-    if saved.get('mode') != 'autoencoder':
-      raise cli.user_error(ValueError(
-          f'{path} is a {saved.get("mode")} run, not an autoencoder run; only an '
-          'autoencoder workdir provides a generator (its decoder).'))
-    raw = restore_raw(p)
-    v = {'params': raw['params']['dec']}
-    if raw['batch_stats'].get('dec'):
-      v['batch_stats'] = raw['batch_stats']['dec']
-    what = f'Autoencoder run {path} (decoder)'
-  else:
-    raise cli.user_error(FileNotFoundError(
-        f'No pretrained weights at {path!r}. Give a directory written by '
-        '`python -m hat_ebm_jax.convert`, a TF checkpoint prefix (.../ckpt with '
-        'ckpt.index beside it), or an autoencoder run\'s workdir.'))
-  with cli.user_errors(ValueError):
-    convert.check_tree_matches(expected, v, what)
-  return jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(v))
+def __getattr__(name: str):
+  """`load_pretrained`/`save_pretrained` moved to `pretrained` (imported lazily here:
+  `pretrained` imports this module)."""
+  if name in ('load_pretrained', 'save_pretrained'):
+    warnings.warn(f'checkpointing.{name} is now pretrained.{name}.', DeprecationWarning,
+                  stacklevel=2)
+    from hat_ebm_jax import pretrained  # pylint: disable=g-import-not-at-top
+    return getattr(pretrained, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

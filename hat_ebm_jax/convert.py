@@ -7,18 +7,21 @@ moving statistics go to the `batch_stats` collection. Widths not given are read 
 checkpoint. A checkpoint that does not fit the net raises ValueError listing the first
 mismatches.
 
-CLI: `python -m hat_ebm_jax.convert --tf_checkpoint=PREFIX --net=NAME [--ngf=N] --out=DIR`
-writes a pretrained-weights directory (see `checkpointing.save_pretrained`).
+The command that writes a converted checkpoint as a pretrained-weights directory is
+`python -m hat_ebm_jax.pretrained` (`python -m hat_ebm_jax.convert` still runs it). This
+module depends only on `models` of the package.
 """
 
+import importlib
 from typing import Dict, Tuple
+import warnings
 
 import flax
 import flax.linen as nn
 import jax
 import numpy as np
 
-from hat_ebm_jax import cli, models
+from hat_ebm_jax import models
 
 _SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
 _LEAF = {'kernel': ('params', 'kernel'), 'bias': ('params', 'bias'),
@@ -117,51 +120,21 @@ def from_tf_checkpoint(ckpt_prefix: str, name: str,
   return module, jax.tree_util.tree_map(np.asarray, variables)
 
 
-def net_kwargs(module: nn.Module) -> Dict:
-  """The `create` keyword arguments that rebuild `module` (for saving with weights)."""
-  from hat_ebm_jax.models import nets  # pylint: disable=g-import-not-at-top
-  kw = {'nch': module.nch} if hasattr(module, 'nch') else {}
-  if isinstance(module, nets.EBM):
-    kw['ngf'] = module.widths[-1]
-  elif isinstance(module, nets.Generator):
-    kw.update(ngf=module.ngf, nz=module.nz, out_factor=module.out_factor,
-              bottom=module.bottom)
-  elif isinstance(module, nets.Decoder):
-    kw.update(ngf=module.ngf, out_factor=module.out_factor, latent_size=module.latent_size)
-  elif isinstance(module, nets.Encoder):
-    kw.update(ngf=module.ngf)
-  elif isinstance(module, nets.MLPGenerator):
-    kw.update(ngf=module.hidden, depth=module.depth, nz=module.nz, dim=module.dim,
-              out_factor=module.out_factor)
-  elif isinstance(module, nets.MLPEnergy):
-    kw.update(ngf=module.hidden, depth=module.depth, dim=module.dim,
-              input_scale=module.input_scale)
-  return kw
+_MOVED = {'net_kwargs': 'models', 'main': 'pretrained'}  # old name: its module now
 
 
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from hat_ebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  kwargs = {k: getattr(f, k) for k in ('ngf', 'nz', 'nch') if getattr(f, k) is not None}
-  if f.out_factor is not None:
-    kwargs['out_factor'] = f.out_factor
-  with cli.user_errors(ValueError, FileNotFoundError):  # unreadable or another net
-    module, variables = from_tf_checkpoint(f.tf_checkpoint, f.net, **kwargs)
-  path = checkpointing.save_pretrained(f.out, f.net, net_kwargs(module), variables)
-  n = sum(np.size(v) for v in jax.tree_util.tree_leaves(variables.get('params', {})))
-  print(f'Wrote {f.net} ({n:,} trainable parameters) to {path}')
+def __getattr__(name: str):
+  """The old names `convert.net_kwargs` and `convert.main`, with a DeprecationWarning."""
+  if name not in _MOVED:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  warnings.warn(f'convert.{name} is now {_MOVED[name]}.{name}.', DeprecationWarning,
+                stacklevel=2)
+  return getattr(importlib.import_module(f'hat_ebm_jax.{_MOVED[name]}'), name)
 
 
 if __name__ == '__main__':
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('tf_checkpoint', None, 'TF checkpoint prefix (.../ckpt).')
-  flags.DEFINE_enum('net', None, list(models.NAMES), 'Net the checkpoint holds.')
-  flags.DEFINE_integer('ngf', None, 'Width (read off the checkpoint if omitted).')
-  flags.DEFINE_integer('nz', None, 'Latent size of a generator.')
-  flags.DEFINE_integer('nch', None, 'Image channels.')
-  flags.DEFINE_float('out_factor', None, 'Generator output factor (gen_factor).')
-  flags.DEFINE_string('out', None, 'Output directory (must not exist or be empty).')
-  flags.mark_flags_as_required(['tf_checkpoint', 'net', 'out'])
-  cli.run(main)
+  import sys  # pylint: disable=g-import-not-at-top
+  print('note: `python -m hat_ebm_jax.convert` is now `python -m hat_ebm_jax.pretrained` '
+        '(same flags).', file=sys.stderr)
+  from hat_ebm_jax import pretrained  # pylint: disable=g-import-not-at-top
+  pretrained.run_cli()

@@ -47,7 +47,7 @@ from absl import logging
 from etils import epath
 
 from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, metrics, modes, ood,
-                         sharding, visualize)
+                         pretrained, sharding, visualize)
 from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.fid import stats as fid_stats
 from hat_ebm_jax.modes import base
@@ -223,15 +223,10 @@ def _restore_newest(manager, mode, train_cfg, ckpt_dir, step, mesh):
 def _imported_state(mode, train_cfg, mesh) -> base.TrainState:
   """A state holding imported weights: the EBM as `params['ebm']` (= EMA), the
   generator as a frozen net (as joint mode keeps it)."""
-  ebm_v = checkpointing.load_pretrained(train_cfg.ebm_weights, mode.ebm,
-                                        train_cfg.ebm_type)
-  gen_v = checkpointing.load_pretrained(train_cfg.gen_weights, mode.gen,
-                                        train_cfg.gen_type)
-  params = {'ebm': ebm_v['params']}
-  state = base.TrainState(
-      step=jnp.zeros([], jnp.int32), params=params,
-      batch_stats={'ebm': ebm_v.get('batch_stats', {})}, frozen={'gen': gen_v},
-      opt_state={}, ema=params, bank={}, rng=jax.random.PRNGKey(0))
+  ebm_v = pretrained.load_pretrained(train_cfg.ebm_weights, mode.ebm, train_cfg.ebm_type)
+  gen_v = pretrained.load_pretrained(train_cfg.gen_weights, mode.gen, train_cfg.gen_type)
+  state = base.TrainState.create(variables={'ebm': ebm_v}, frozen={'gen': gen_v},
+                                 ema={'ebm': ebm_v['params']}, rng=jax.random.PRNGKey(0))
   return jax.device_put(state, sharding.replicated(mesh))
 
 

@@ -156,8 +156,7 @@ def _structs(tree, shardings):
 
 def abstract_gen_variables(config, platform: str):
   """The generator's variables as `ShapeDtypeStruct`s (joint mode's frozen net)."""
-  from hat_ebm_jax.modes import base  # pylint: disable=g-import-not-at-top
-  gen = base.make_generator(config, platform)
+  gen = models.make_generator(config, platform)
   return jax.eval_shape(lambda k: models.init_variables(gen, k, config.image_size),
                         jax.random.PRNGKey(0))
 

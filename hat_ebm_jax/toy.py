@@ -6,7 +6,7 @@ module makes one: `pretrain_weak_generator(config, out_dir, steps)` fits the toy
 generator `config.gen_type` (`gen_toy`) for a few hundred Adam steps with a kernel MMD loss
 at *wide* bandwidths only, so `G(z)` gets the rough extent of the data (for eight Gaussians,
 a blurry ring) but not its modes, and saves it as a pretrained-weights directory that
-`config.gen_weights` loads (`checkpointing.save_pretrained`, like `hat_ebm_jax.convert`).
+`config.gen_weights` loads (`pretrained.save_pretrained`).
 
     python -m hat_ebm_jax.toy --config=configs/toy2d.py:refine --out=/tmp/weak_gen
     python -m hat_ebm_jax.main --config=configs/toy2d.py:refine \\
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hat_ebm_jax import checkpointing, cli, config_lib, convert, models
+from hat_ebm_jax import checkpointing, cli, config_lib, models, pretrained
 from hat_ebm_jax.datasets import toy2d
 
 # Kernel widths of the weak generator's MMD loss: wide enough to place the mass, too wide
@@ -49,14 +49,13 @@ def fit_weak_generator(config, steps: int = WEAK_STEPS, batch_size: int = 256,
 
   Returns `(module, variables)`. Deterministic given `config.seed`.
   """
-  from hat_ebm_jax.modes import base  # pylint: disable=g-import-not-at-top
   if config.dataset not in config_lib.TOY_DATASETS:
     raise cli.user_error(ValueError(
         'pretrain_weak_generator is for the 2D toys '
         f'({", ".join(config_lib.TOY_DATASETS)}); got config.dataset={config.dataset!r}. '
         'Pass a toy config, e.g. '
         '--config=configs/toy2d.py:refine.'))
-  module = base.make_generator(config)
+  module = models.make_generator(config)
   nz = models.latent_shape(module)
   key = jax.random.PRNGKey(config.seed + 7)
   variables = models.init_variables(module, key)
@@ -86,8 +85,8 @@ def pretrain_weak_generator(config, out_dir: str, steps: int = WEAK_STEPS, **kwa
   """Fits a weak toy generator (`fit_weak_generator`) and saves it to `out_dir` (which
   must not exist or be empty) for `config.gen_weights`. Returns `out_dir`."""
   module, variables = fit_weak_generator(config, steps, **kwargs)
-  return checkpointing.save_pretrained(out_dir, config.gen_type, convert.net_kwargs(module),
-                                       variables)
+  return pretrained.save_pretrained(out_dir, config.gen_type, models.net_kwargs(module),
+                                    variables)
 
 
 def energy_grid(config, workdir: str, lim: float = 4.5, n: int = 121,

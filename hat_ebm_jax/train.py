@@ -1,8 +1,12 @@
 """The one training loop: resume, steps, metrics, samples, checkpoints, preemption and the
-divergence guard. It knows a mode only through `init_state`, `train_step` and `sample`
-(and the optional `eval_step`), see `modes/base.py`.
+divergence guard. It knows a mode only through the `modes.base.Mode` protocol.
+
+`run` reads top to bottom: `build` (every check, then the mode, mesh and restored
+state), the run's fixed context (`RunContext`), `train_loop`, and `_finish` (the final
+samples and metrics).
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,13 +15,15 @@ import time
 from typing import Any, Dict, Optional
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline,
-                         langevin_programs, modes, sharding, visualize)
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, modes, sharding,
+                         visualize)
+from hat_ebm_jax.modes import base
 
 
 class DivergenceError(cli.UserError, RuntimeError):
@@ -135,12 +141,68 @@ def _resume(config, workdir, manager, mode, state):
   return state, manager
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What stays fixed while a run trains: every part of the loop reads it."""
+  mode: base.Mode
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  state_sh: Any  # the state's shardings (`sharding.state_shardings`)
+  batch_sh: jax.sharding.Sharding  # a global data batch's (split along `data`)
+  workdir: epath.Path
+  manager: Any  # orbax CheckpointManager of `workdir/checkpoints`
+  writer: metric_writers.MetricWriter
+  is_chief: bool  # process 0: writes summaries and samples
+
+
+# The run's named random streams besides the steps' (`state.rng`): functions of
+# `config.seed` alone, so a resumed run plots and samples what an uninterrupted one does.
+
+def plot_key(config, step: int) -> jax.Array:
+  """Key of the samples plotted at `step`."""
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
+
+
+def final_samples_key(config) -> jax.Array:
+  """Key of the final samples (`samples/final.npz`)."""
+  return jax.random.PRNGKey(config.seed + 2)
+
+
+def final_metrics_rng(config) -> np.random.Generator:
+  """Numpy generator of the reference draws of the final metrics (2D toys)."""
+  return np.random.default_rng(config.seed + 3)
+
+
+class MeanMetrics:
+  """Means of the steps' metrics (but `finite`) since the last `flush`, and the wall
+  time per step over them (`time_per_batch`): what is written every `log_freq` steps."""
+
+  def __init__(self):
+    self.sums: Dict[str, float] = {}
+    self.count = 0
+    self.since = time.time()
+
+  def add(self, metrics: Dict[str, np.ndarray]) -> None:
+    for k, v in metrics.items():
+      if k != 'finite':
+        self.sums[k] = self.sums.get(k, 0.0) + float(np.mean(v))
+    self.count += 1
+
+  def flush(self) -> Dict[str, float]:
+    now = time.time()
+    scalars = {k: v / self.count for k, v in self.sums.items()}
+    scalars['time_per_batch'] = (now - self.since) / self.count
+    self.sums, self.count, self.since = {}, 0, now
+    return scalars
+
+
 def run(config, workdir: str) -> Dict[str, Any]:
   """Trains `config.mode` in `workdir` until `config.num_training_steps`.
 
-  Returns the last step's metrics (host numpy) and, when computed, the final metrics.
-  On several processes every process calls it with the same arguments; process 0 alone
-  writes the config, summaries and samples, and orbax saves collectively.
+  Returns the last step's metrics (host numpy) and, when computed, the final metrics;
+  after a preemption `{'preempted': True, 'step': ..., **last metrics}`. On several
+  processes every process calls it with the same arguments; process 0 alone writes the
+  config, summaries and samples, and orbax saves collectively.
   """
   sharding.configure_jax()
   workdir = epath.Path(workdir)
@@ -151,81 +213,87 @@ def run(config, workdir: str) -> Dict[str, Any]:
     checkpointing.write_workdir_config(workdir, config)
     if manager is None:
       manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
-    start = int(jax.device_get(state.step))
     is_chief = jax.process_index() == 0
     writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_chief)
+    ctx = RunContext(mode=mode, config=config, mesh=mesh, state_sh=state_sh,
+                     batch_sh=sharding.batch_sharded(mesh), workdir=workdir,
+                     manager=manager, writer=writer, is_chief=is_chief)
+    start = int(jax.device_get(state.step))
     if start == 0:
       writer.write_hparams({k: v for k, v in config.to_dict().items()
                             if isinstance(v, (int, float, str, bool))})
-
-    batch_sh = sharding.batch_sharded(mesh)
-    train_step = make_train_step(mode, mesh, state_sh, batch_sh)
-    data = input_pipeline.create_iterator(
-        config, start_step=start, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    report = periodic_actions.ReportProgress(num_train_steps=config.num_training_steps,
-                                             writer=writer, every_steps=config.log_freq)
-    multiprocess = jax.process_count() > 1
-    preemption = _Preemption(install=not multiprocess)
-    sums: Dict[str, float] = {}
-    count = 0
-    last: Dict[str, Any] = {}
-    batch = None
-    step = start
-    t_log = time.time()
-    try:
-      while step < config.num_training_steps:
-        local = next(data)
-        batch = sharding.host_to_global(local, mesh)
-        t0 = time.time()
-        state, metrics = train_step(state, batch)
-        metrics = jax.device_get(metrics)
-        if step == start:
-          logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
-        if not bool(metrics['finite']):
-          raise DivergenceError(
-              f'Training diverged at step {step + 1}: non-finite '
-              f'{_first_non_finite(metrics)} '
-              f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
-              f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
-              'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
-        step += 1
-        last = metrics
-        for k, v in metrics.items():
-          if k != 'finite':
-            sums[k] = sums.get(k, 0.0) + float(np.mean(v))
-        count += 1
-        report(step)
-        if step % config.log_freq == 0 or step == config.num_training_steps:
-          now = time.time()
-          scalars = {k: v / count for k, v in sums.items()}
-          scalars['time_per_batch'] = (now - t_log) / count
-          writer.write_scalars(step, scalars)
-          sums, count, t_log = {}, 0, now
-        if getattr(mode, 'eval_every', 0) and step % mode.eval_every == 0:
-          writer.write_scalars(step, _evaluate(mode, config, state, state_sh, mesh))
-        if step % config.plot_freq == 0:
-          _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief)
-        preempted = preemption.requested or (
-            multiprocess and manager.reached_preemption(step))
-        if (step % config.checkpoint_freq == 0 or step == config.num_training_steps
-            or preempted):
-          checkpointing.save(manager, step, state)
-        if preempted:
-          logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
-                          'resume.', step)
-          writer.flush()
-          return {'preempted': True, 'step': step, **last}
-    finally:
-      preemption.restore()
-    result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
-    if step >= config.num_training_steps:
-      result.update(_finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
-                            is_chief))
+    state, step, last, batch, preempted = train_loop(ctx, state, start)
+    if preempted:
+      result = {'preempted': True, 'step': step, **last}
+    else:
+      result = {'step': step, **{k: float(np.mean(v)) for k, v in last.items()}}
+      if step >= config.num_training_steps:
+        result.update(_finish(ctx, state, batch))
     writer.flush()
     return result
   finally:
     close(manager, writer)
+
+
+def train_loop(ctx: RunContext, state: base.TrainState, start: int):
+  """Steps from `start` to `config.num_training_steps`: metrics every `log_freq` steps,
+  evaluation every `mode.eval_every`, samples every `plot_freq`, checkpoints every
+  `checkpoint_freq` and at the end. Stops after saving at a preemption (SIGTERM, or
+  `manager.reached_preemption` on several processes) and raises DivergenceError at a
+  non-finite loss (nothing saved). Returns `(state, step, last metrics, last batch,
+  preempted)`.
+  """
+  c, mode, mesh, manager = ctx.config, ctx.mode, ctx.mesh, ctx.manager
+  train_step = make_train_step(mode, mesh, ctx.state_sh, ctx.batch_sh)
+  data = input_pipeline.create_iterator(
+      c, start_step=start, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  report = periodic_actions.ReportProgress(num_train_steps=c.num_training_steps,
+                                           writer=ctx.writer, every_steps=c.log_freq)
+  multiprocess = jax.process_count() > 1
+  preemption = _Preemption(install=not multiprocess)
+  means = MeanMetrics()
+  last: Dict[str, Any] = {}
+  batch, step = None, start
+  try:
+    while step < c.num_training_steps:
+      batch = sharding.host_to_global(next(data), mesh)
+      t0 = time.time()
+      state, metrics = train_step(state, batch)
+      metrics = jax.device_get(metrics)
+      if step == start:
+        logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
+      if not bool(metrics['finite']):
+        raise _diverged(step + 1, metrics, manager)
+      step += 1
+      last = metrics
+      means.add(metrics)
+      report(step)
+      if step % c.log_freq == 0 or step == c.num_training_steps:
+        ctx.writer.write_scalars(step, means.flush())
+      if mode.eval_every and step % mode.eval_every == 0:
+        ctx.writer.write_scalars(step, _evaluate(ctx, state))
+      if step % c.plot_freq == 0:
+        _plot(ctx, state, step, batch)
+      preempted = preemption.requested or (
+          multiprocess and manager.reached_preemption(step))
+      if step % c.checkpoint_freq == 0 or step == c.num_training_steps or preempted:
+        checkpointing.save(manager, step, state)
+      if preempted:
+        logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
+                        'resume.', step)
+        return state, step, last, batch, True
+  finally:
+    preemption.restore()
+  return state, step, last, batch, False
+
+
+def _diverged(step: int, metrics: Dict[str, np.ndarray], manager) -> DivergenceError:
+  return DivergenceError(
+      f'Training diverged at step {step}: non-finite {_first_non_finite(metrics)} '
+      f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
+      f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
+      'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
 
 
 def close(manager, writer) -> None:
@@ -243,38 +311,34 @@ def close(manager, writer) -> None:
         logging.warning('Closing the summary writer failed: %s', e)
 
 
-def make_train_step(mode, mesh, state_sh, batch_sh):
+def make_train_step(mode: base.Mode, mesh, state_sh, batch_sh):
   """`(state, batch) -> (state, metrics)`: `mode.train_step` as one jitted program (the
-  state donated), except on CPU for samplers longer than a chunk
-  (`langevin_programs.runs_on_host`, e.g. the 250 steps of refinement): inside one
-  program those would be a while loop, several times slower on XLA:CPU (or minutes to
-  compile unrolled), so the mode's `langevin_step` runs on concrete arrays
-  (`concrete=True`) as `langevin_programs`' host loop over compiled chunks and only
-  `update_step` is jitted. Same numbers either way.
+  state donated), or, when the mode has a `host_phase`, its host-driven part called on
+  concrete arrays followed by its jitted update (same numbers either way).
   """
   out_sh = (state_sh, sharding.replicated(mesh))
-  if not (hasattr(mode, 'langevin_step')
-          and langevin_programs.runs_on_host(mode.sampler, backend=mode.platform)):
+  if mode.host_phase is None:
     return sharding.jit(mode.train_step, mesh, in_shardings=(state_sh, batch_sh),
                         out_shardings=out_sh, donate_argnums=(0,))
-  update = sharding.jit(mode.update_step, mesh, in_shardings=(state_sh, batch_sh, None),
+  host_run, update_step = mode.host_phase
+  update = sharding.jit(update_step, mesh, in_shardings=(state_sh, batch_sh, None),
                         out_shardings=out_sh, donate_argnums=(0,))
 
   def train_step(state, batch):
     with sharding.use_mesh(mesh):
-      r = mode.langevin_step(state, batch, concrete=True)
+      r = host_run(state, batch)
     return update(state, batch, r)
 
   return train_step
 
 
-def _evaluate(mode, config, state, state_sh, mesh) -> Dict[str, float]:
+def _evaluate(ctx: RunContext, state) -> Dict[str, float]:
   """Mean of `mode.eval_step` over `mode.eval_steps` batches of `mode.eval_split`."""
-  it = input_pipeline.create_iterator(config, split=mode.eval_split, start_step=0,
+  mode, mesh = ctx.mode, ctx.mesh
+  it = input_pipeline.create_iterator(ctx.config, split=mode.eval_split, start_step=0,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count())
-  step_fn = sharding.jit(mode.eval_step, mesh,
-                         in_shardings=(state_sh, sharding.batch_sharded(mesh)),
+  step_fn = sharding.jit(mode.eval_step, mesh, in_shardings=(ctx.state_sh, ctx.batch_sh),
                          out_shardings=sharding.replicated(mesh))
   totals: Dict[str, float] = {}
   for _ in range(mode.eval_steps):
@@ -284,50 +348,49 @@ def _evaluate(mode, config, state, state_sh, mesh) -> Dict[str, float]:
   return {f'test_{k}': v / mode.eval_steps for k, v in totals.items()}
 
 
-def _samples(mode, state, state_sh, mesh, n: int, key,
+def _samples(ctx: RunContext, state, n: int, key,
              batch: Optional[jax.Array]) -> Dict[str, np.ndarray]:
   """`mode.sample(state, key, n, batch[:n])` as host numpy (on every process).
 
   `batch` is the last global training batch (sharded); the `n` chains are split over
   `data` when `n` divides over it, else replicated.
   """
+  mode, mesh = ctx.mode, ctx.mesh
   out_sh = sharding.sample_sharding(n, mesh)
   if batch is None:
     fn = sharding.jit(lambda s, k: mode.sample(s, k, n, None), mesh,
-                      in_shardings=(state_sh, sharding.replicated(mesh)),
+                      in_shardings=(ctx.state_sh, sharding.replicated(mesh)),
                       out_shardings=out_sh)
     out = fn(state, key)
   else:
     fn = sharding.jit(lambda s, k, b: mode.sample(s, k, n, b[:n]), mesh,
-                      in_shardings=(state_sh, sharding.replicated(mesh),
-                                    sharding.batch_sharded(mesh)),
+                      in_shardings=(ctx.state_sh, sharding.replicated(mesh), ctx.batch_sh),
                       out_shardings=out_sh)
     out = fn(state, key, batch)
   return {k: np.asarray(v) for k, v in sharding.to_host(out).items()}
 
 
-def _plot(mode, config, state, state_sh, mesh, step, workdir, writer, batch, is_chief):
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
-  n = config.num_plot_samples
-  out = _samples(mode, state, state_sh, mesh, n, key, batch)
+def _plot(ctx: RunContext, state, step: int, batch) -> None:
+  """`num_plot_samples` samples (and the data batch) as `samples/<name>_<step>.png`."""
+  n = ctx.config.num_plot_samples
+  out = _samples(ctx, state, n, plot_key(ctx.config, step), batch)
   out.setdefault('data', sharding.to_host(batch)[:n])
-  if is_chief:
+  if ctx.is_chief:
     pictures = {name: visualize.save_samples(
-        workdir / 'samples' / f'{name}_{step:06d}.png', x, f'{name} step {step}')
+        ctx.workdir / 'samples' / f'{name}_{step:06d}.png', x, f'{name} step {step}')
                 for name, x in out.items()}
-    writer.write_images(step, {k: v[None] for k, v in pictures.items()})
+    ctx.writer.write_images(step, {k: v[None] for k, v in pictures.items()})
 
 
-def _finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
-            is_chief) -> Dict:
+def _finish(ctx: RunContext, state, batch) -> Dict:
   """Final samples (`samples/final.npz`, PNGs) and, if asked, the final metrics."""
-  key = jax.random.PRNGKey(config.seed + 2)
-  out = _samples(mode, state, state_sh, mesh, config.num_final_samples, key, batch)
+  config = ctx.config
+  out = _samples(ctx, state, config.num_final_samples, final_samples_key(config), batch)
   logging.info('Parameter checksum (process %d of %d): %.12e', jax.process_index(),
                jax.process_count(), params_checksum(state.params))
   result: Dict[str, Any] = {}
-  if is_chief:
-    samples_dir = workdir / 'samples'
+  if ctx.is_chief:
+    samples_dir = ctx.workdir / 'samples'
     samples_dir.mkdir(parents=True, exist_ok=True)
     with (samples_dir / 'final.npz').open('wb') as f:
       np.savez(f, **{k: v.astype(np.float32) for k, v in out.items()})
@@ -337,9 +400,9 @@ def _finish(mode, config, state, state_sh, mesh, workdir, writer, batch,
   if config.final_metrics and 'hat' in out:
     final = final_metrics(config, out)
     result.update(final)
-    writer.write_scalars(int(config.num_training_steps), final)
-    if is_chief:
-      (workdir / 'final_metrics.json').write_text(json.dumps(final, indent=2))
+    ctx.writer.write_scalars(int(config.num_training_steps), final)
+    if ctx.is_chief:
+      (ctx.workdir / 'final_metrics.json').write_text(json.dumps(final, indent=2))
     logging.info('Final metrics: %s', final)
   return result
 
@@ -354,10 +417,17 @@ def params_checksum(params) -> float:
 
 
 def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:
-  """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y for 2D toys
-  (`metrics.quality`); nothing where the metric is FID (that is `mode=evaluate`'s)."""
+  """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y against fresh
+  points of the density (`final_metrics_rng`) for 2D toys (`metrics.quality`); nothing
+  where the metric is FID (that is `mode=evaluate`'s)."""
   from hat_ebm_jax import metrics  # pylint: disable=g-import-not-at-top
   name = metrics.quality_metric(config.dataset)
   if name == 'fid':
     return {}
-  return {f'{name}_{k}': v for k, v in metrics.quality(name, config, samples).items()}
+  reference = {}
+  if name == 'mmd':
+    from hat_ebm_jax.datasets import toy2d  # pylint: disable=g-import-not-at-top
+    reference['true'] = toy2d.sample(config.dataset, len(samples['hat']),
+                                     final_metrics_rng(config))
+  return {f'{name}_{k}': v
+          for k, v in metrics.quality(name, config, samples, **reference).items()}

@@ -1,5 +1,5 @@
 """Pretrained weights reach joint mode from the authors' TF checkpoints, directly or through
-the `hat_ebm_jax.convert` CLI, and bad weights never get written or loaded silently."""
+the `hat_ebm_jax.pretrained` CLI, and bad weights never get written or loaded silently."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, convert, models
+from hat_ebm_jax import convert, models, pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ def gen32_prefix(ref_dir):
 
 def convert_cli(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run([sys.executable, '-m', 'hat_ebm_jax.convert', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'hat_ebm_jax.pretrained', *args], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -39,13 +39,13 @@ def test_convert_cli_writes_weights_that_joint_mode_loads(tmp_path, gen32_prefix
   assert p.returncode == 0, p.stderr[-3000:]
   assert '126,019 trainable parameters' in p.stdout
   module, tf_vars = convert.from_tf_checkpoint(gen32_prefix, 'gen_sngan32', out_factor=2.0)
-  loaded = checkpointing.load_pretrained(str(out), module, 'gen_sngan32')
+  loaded = pretrained.load_pretrained(str(out), module, 'gen_sngan32')
   assert_trees_equal(loaded, tf_vars)
 
 
 def test_joint_mode_reads_a_tf_checkpoint_prefix_directly(gen32_prefix):
   module = models.create('gen_sngan32', ngf=32, out_factor=2.0)
-  loaded = checkpointing.load_pretrained(gen32_prefix, module, 'gen_sngan32')
+  loaded = pretrained.load_pretrained(gen32_prefix, module, 'gen_sngan32')
   _, tf_vars = convert.from_tf_checkpoint(gen32_prefix, 'gen_sngan32')
   assert_trees_equal(loaded, tf_vars)
 
@@ -71,17 +71,18 @@ def test_convert_cli_never_overwrites_an_existing_directory(tmp_path, gen32_pref
 
 def test_weights_of_another_net_are_refused_on_load(tmp_path, gen32_prefix):
   module, tf_vars = convert.from_tf_checkpoint(gen32_prefix, 'gen_sngan32')
-  checkpointing.save_pretrained(str(tmp_path / 'g'), 'gen_sngan32',
-                                convert.net_kwargs(module), tf_vars)
+  pretrained.save_pretrained(str(tmp_path / 'g'), 'gen_sngan32', models.net_kwargs(module),
+                             tf_vars)
   with pytest.raises(ValueError, match='gen_sngan64'):
-    checkpointing.load_pretrained(str(tmp_path / 'g'), models.create('gen_sngan64'),
-                                  'gen_sngan64')
+    pretrained.load_pretrained(str(tmp_path / 'g'), models.create('gen_sngan64'),
+                               'gen_sngan64')
   wider = models.create('gen_sngan32', ngf=64)
   with pytest.raises(ValueError, match='does not fit'):
-    checkpointing.load_pretrained(str(tmp_path / 'g'), wider, 'gen_sngan32')
+    pretrained.load_pretrained(str(tmp_path / 'g'), wider, 'gen_sngan32')
 
 
 def test_missing_weights_name_the_three_accepted_sources(tmp_path):
-  with pytest.raises(FileNotFoundError, match='convert.*TF checkpoint prefix.*autoencoder'):
-    checkpointing.load_pretrained(str(tmp_path / 'nothing'), models.create('gen_sngan32'),
-                                  'gen_sngan32')
+  with pytest.raises(FileNotFoundError,
+                     match='hat_ebm_jax.pretrained.*TF checkpoint prefix.*autoencoder'):
+    pretrained.load_pretrained(str(tmp_path / 'nothing'), models.create('gen_sngan32'),
+                               'gen_sngan32')

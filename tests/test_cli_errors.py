@@ -209,8 +209,9 @@ def test_every_entry_point_prints_one_line_for_a_user_mistake(tmp_path):
         f'--workdir={tmp_path}/w'), 'Joint mode needs a pretrained generator'),
       (('-m', 'hat_ebm_jax.main', '--config=configs/tiny.py:joint',
         f'--workdir={tmp_path}/w', f'--config.gen_weights={tmp_path}/nowhere'), 'No pretrained weights at'),
-      (('-m', 'hat_ebm_jax.convert', f'--tf_checkpoint={tmp_path}/nowhere/ckpt',
+      (('-m', 'hat_ebm_jax.pretrained', f'--tf_checkpoint={tmp_path}/nowhere/ckpt',
         '--net=gen_sngan32', f'--out={tmp_path}/out'), 'Cannot read a TF checkpoint'),
+      # the old command name still runs it
       (('-m', 'hat_ebm_jax.convert', '--tf_checkpoint=x', '--net=gen_nope', '--out=y'),
        "flag --net=gen_nope: value should be one of"),
       (('-m', 'hat_ebm_jax.prepare_data', '--dataset=celeb_a'),

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, evaluate, fid, metrics, train
+from hat_ebm_jax import checkpointing, config_lib, evaluate, fid, metrics, pretrained, train
 from hat_ebm_jax.fid import inception
 from hat_ebm_jax.input_pipeline import DatasetNotFoundError
 from tests.conftest import CONFIGS, load, snapshot, tiny, with_overrides
@@ -171,10 +171,10 @@ def test_imported_weights_give_the_numbers_of_the_checkpoint_they_came_from(
   results, _ = first_eval
   raw = checkpointing.restore_raw(run_dir)
   c = load('digits')
-  ebm_dir = checkpointing.save_pretrained(
+  ebm_dir = pretrained.save_pretrained(
       str(tmp_path / 'ebm'), 'ebm_sngan32', dict(ngf=c.ebm_ngf, nch=c.nch),
       {'params': raw['params']['ebm']})
-  gen_dir = checkpointing.save_pretrained(
+  gen_dir = pretrained.save_pretrained(
       str(tmp_path / 'gen'), 'gen_sngan32', dict(ngf=c.gen_ngf, nz=c.z_sz, nch=c.nch),
       {'params': raw['params']['gen'], 'batch_stats': raw['batch_stats']['gen']})
   out = tmp_path / 'imported_eval'
@@ -483,7 +483,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_and_nothing_written(
 @pytest.mark.slow
 def test_imported_weights_of_another_architecture_are_refused(run_dir, tmp_path):
   raw = checkpointing.restore_raw(run_dir)
-  ebm_dir = checkpointing.save_pretrained(str(tmp_path / 'ebm'), 'ebm_sngan32',
+  ebm_dir = pretrained.save_pretrained(str(tmp_path / 'ebm'), 'ebm_sngan32',
                                           dict(ngf=32, nch=1),
                                           {'params': raw['params']['ebm']})
   with pytest.raises(ValueError, match='does not fit'):

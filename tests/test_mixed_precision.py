@@ -3,15 +3,13 @@ states, the bank, the Langevin states and energies / T stay float32."""
 
 import collections
 import os
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hat_ebm_jax import (checkpointing, config_lib, langevin, langevin_programs, models,
-                         modes)
+from hat_ebm_jax import config_lib, langevin, langevin_programs, models, modes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,12 +25,12 @@ def test_bfloat16_training_keeps_float32_state(mode):
   c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'tiny.py'))
   c.dtype = 'bfloat16'
   c.mode = mode
-  c.gen_weights = 'random'  # joint: replaced below, only shapes matter here
-  m = modes.create(c)
-  random_gen = lambda *args, **kwargs: models.init_variables(m.gen, jax.random.PRNGKey(0),
-                                                            c.image_size)
-  with mock.patch.object(checkpointing, 'load_pretrained', random_gen):
-    state = jax.eval_shape(m.init_state, jax.random.PRNGKey(0))
+  gen_v = None
+  if mode == 'joint':  # only shapes matter here
+    gen_v = jax.eval_shape(lambda: models.init_variables(
+        models.make_generator(c), jax.random.PRNGKey(0), c.image_size))
+  m = modes.create(c, gen_variables=gen_v)
+  state = jax.eval_shape(m.init_state, jax.random.PRNGKey(0))
   batch = jax.ShapeDtypeStruct((c.batch_size, c.image_size, c.image_size, c.nch),
                                jnp.float32)
   new, metrics = jax.eval_shape(m.train_step, state, batch)

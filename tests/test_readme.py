@@ -77,7 +77,7 @@ COVERAGE = {
         'tests/test_train.py::'
         'test_autoencoder_trains_with_a_test_loss_and_its_decoder_drives_retrofit'),
     # Importing the authors' released checkpoints
-    'python -m hat_ebm_jax.convert': (
+    'python -m hat_ebm_jax.pretrained': (
         HERE + 'test_converted_generator_is_loaded_by_the_refine_command',
         # the same CLI on a checkpoint written by the authors' TF code (conformance data)
         'tests/test_checkpointing.py::test_convert_cli_writes_weights_that_joint_mode_loads'),
@@ -405,7 +405,7 @@ def write_tf_checkpoint(prefix: str, variables) -> None:
 
 @pytest.mark.slow
 def test_converted_generator_is_loaded_by_the_refine_command(empty_tfds, tmp_path):
-  """The README's convert command turns a TF SN-GAN checkpoint (here one at the width of
+  """The README's conversion command turns a TF SN-GAN checkpoint (here one at the width of
   `configs/cifar10_refine.py`) into `weights/sngan32`, and the refine command loads it as
   its generator and stops only at the dataset."""
   from hat_ebm_jax import models  # pylint: disable=g-import-not-at-top
@@ -414,7 +414,7 @@ def test_converted_generator_is_loaded_by_the_refine_command(empty_tfds, tmp_pat
   write_tf_checkpoint(str(prefix), models.init_variables(
       models.create(config.gen_type, ngf=config.gen_ngf, nz=config.z_sz),
       jax.random.PRNGKey(0)))
-  argv = readme_argv('python -m hat_ebm_jax.convert')
+  argv = readme_argv('python -m hat_ebm_jax.pretrained')
   p = check_ok(run(python(with_flags(argv, tf_checkpoint=prefix, out=out))))
   assert f'Wrote gen_sngan32 (4,276,739 trainable parameters) to {out}' in p.stdout
   net = json.loads((out / 'net.json').read_text())

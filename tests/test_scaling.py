@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from hat_ebm_jax import checkpointing, models
+from hat_ebm_jax import checkpointing, models, pretrained
 from hat_ebm_jax.datasets import digits_tfds
-from hat_ebm_jax.modes import base
 from tests.conftest import max_rel_diff, max_rel_diff_per_tensor, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,11 +111,11 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('scaling')
   digits_tfds.prepare()  # once, before several processes read it
   c = tiny('joint', **OVERRIDES)
-  gen = base.make_generator(c)
+  gen = models.make_generator(c)
   gen_weights = str(root / 'gen')
-  checkpointing.save_pretrained(gen_weights, c.gen_type, dict(
+  pretrained.save_pretrained(gen_weights, c.gen_type, dict(
       ngf=c.gen_ngf, nch=c.nch, nz=c.z_sz, out_factor=c.gen_factor, bottom=c.gen_bottom),
-                                models.init_variables(gen, jax.random.PRNGKey(7)))
+                             models.init_variables(gen, jax.random.PRNGKey(7)))
   procs = {}
   t0 = time.time()
   for n in (1, 8):
@@ -276,6 +275,6 @@ def test_launch_scripts_print_their_commands_with_dry_run(argv, expected):
 
 
 def test_cloud_paths_are_not_made_local():
-  assert str(checkpointing._absolute(epath.Path('gs://bucket/run/checkpoints'))) == (
+  assert str(checkpointing.absolute_path(epath.Path('gs://bucket/run/checkpoints'))) == (
       'gs://bucket/run/checkpoints')
-  assert str(checkpointing._absolute(epath.Path('rel/dir'))) == os.path.abspath('rel/dir')
+  assert str(checkpointing.absolute_path(epath.Path('rel/dir'))) == os.path.abspath('rel/dir')

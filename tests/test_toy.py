@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, convert, models, toy, train
+from hat_ebm_jax import checkpointing, config_lib, models, toy, train
 from tests.conftest import load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,8 +112,8 @@ def test_refinement_beats_its_weak_generator_in_mmd(tmp_path):
 
 
 def test_toy_nets_round_trip_through_net_kwargs():
-  """`convert.net_kwargs` records what rebuilds the toy nets (written to net.json)."""
+  """`models.net_kwargs` records what rebuilds the toy nets (written to net.json)."""
   for name, kw in (('ebm_toy', dict(ngf=8, depth=2, input_scale=2.0)),
                    ('gen_toy', dict(ngf=8, nz=3, out_factor=2.0))):
     module = models.create(name, **kw)
-    assert models.create(name, **convert.net_kwargs(module)) == module
+    assert models.create(name, **models.net_kwargs(module)) == module

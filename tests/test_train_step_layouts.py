@@ -4,14 +4,12 @@ step that the single jitted `train_step` computes."""
 
 import dataclasses
 import os
-from unittest import mock
 
 import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import (checkpointing, config_lib, langevin_programs, models, modes,
-                         sharding, train)
+from hat_ebm_jax import config_lib, langevin_programs, models, modes, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,14 +17,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _mode_and_state(mode_name, **changes):
   c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'tiny.py'))
   c.mode = mode_name
-  c.gen_weights = 'random'
   for k, v in changes.items():
     setattr(c, k, v)
-  m = modes.create(c)
-  random_gen = lambda *a, **k: models.init_variables(m.gen, jax.random.PRNGKey(7),
-                                                     c.image_size)
-  with mock.patch.object(checkpointing, 'load_pretrained', random_gen):
-    state = m.init_state(jax.random.PRNGKey(0))
+  gen_v = None
+  if mode_name == 'joint':  # a random generator in place of a pretrained one
+    gen_v = models.init_variables(models.make_generator(c), jax.random.PRNGKey(7),
+                                  c.image_size)
+  m = modes.create(c, gen_variables=gen_v)
+  state = m.init_state(jax.random.PRNGKey(0))
   batch = jax.random.uniform(jax.random.PRNGKey(1),
                              (c.batch_size, c.image_size, c.image_size, c.nch),
                              minval=-1, maxval=1)
@@ -41,7 +39,7 @@ def test_host_driven_langevin_step_equals_one_jitted_step(mode_name):
   if jax.default_backend() != 'cpu':
     pytest.skip('the host-driven layout is the CPU one')
   m, state, batch = _mode_and_state(mode_name, mcmc_steps=5, mcmc_unroll='2')
-  assert langevin_programs.runs_on_host(m.sampler)
+  assert langevin_programs.runs_on_host(m.sampler) and m.host_phase is not None
   mesh = sharding.create_mesh(jax.devices()[:1])
   state_sh = sharding.state_shardings(state, mesh)
   step = train.make_train_step(m, mesh, state_sh, sharding.batch_sharded(mesh))
@@ -59,6 +57,7 @@ def test_host_driven_langevin_step_equals_one_jitted_step(mode_name):
 def test_short_samplers_stay_inside_the_jitted_step():
   m, _, _ = _mode_and_state('synthesis')
   assert not langevin_programs.runs_on_host(m.sampler)  # tiny: 3 steps, fully unrolled
+  assert m.host_phase is None
   long = dataclasses.replace(m.sampler, mcmc_steps=250)
   assert langevin_programs.runs_on_host(long, backend='cpu')
   assert not langevin_programs.runs_on_host(long, backend='gpu')

@@ -5,6 +5,10 @@ Names: `ebm_sngan32`, `ebm_sngan64`, `ebm_sngan128`, `gen_sngan32`, `gen_sngan64
 Keyword arguments: `ngf`, `nch`, `dtype`; generators also `nz`, `out_factor`, and
 `bottom` (spatial size after the dense layer: 4 gives 32 px for `gen_sngan32`, 2 gives a
 16 px variant); the decoder takes `latent_size` (16 for 32 px images). Defaults are the paper's widths.
+
+From a run config: `make_ebm(config, platform)`, `make_generator(config, platform)` and
+`make_encoder(config, platform)` build the nets `config.ebm_type`, `gen_type` and
+`inf_type`; `net_kwargs(module)` is the inverse of `create` (what `net.json` records).
 """
 
 import inspect
@@ -19,7 +23,8 @@ from hat_ebm_jax.models.nets import (Decoder, EBM, Encoder, Generator, MLPEnergy
                                      MLPGenerator, latent_shape)
 
 __all__ = ['create', 'NAMES', 'init_variables', 'input_shape', 'latent_shape', 'EBM',
-           'Generator', 'Decoder', 'Encoder', 'MLPEnergy', 'MLPGenerator']
+           'Generator', 'Decoder', 'Encoder', 'MLPEnergy', 'MLPGenerator', 'make_ebm',
+           'make_generator', 'make_encoder', 'net_kwargs']
 
 
 def _ebm(name, n_blocks_down, extra_same):
@@ -147,3 +152,64 @@ def init_variables(module: nn.Module, rng: jax.Array, image_size: int = 32) -> D
   """
   x = jnp.zeros((1,) + input_shape(module, image_size), jnp.float32)
   return jax.jit(module.init)(rng, x)
+
+
+def net_kwargs(module: nn.Module) -> Dict:
+  """The `create` keyword arguments that rebuild `module` (saved as `net.json` with its
+  weights): `create(name, **net_kwargs(module)) == module` for the paper's nets."""
+  kw = {'nch': module.nch} if hasattr(module, 'nch') else {}
+  if isinstance(module, EBM):
+    kw['ngf'] = module.widths[-1]
+  elif isinstance(module, Generator):
+    kw.update(ngf=module.ngf, nz=module.nz, out_factor=module.out_factor,
+              bottom=module.bottom)
+  elif isinstance(module, Decoder):
+    kw.update(ngf=module.ngf, out_factor=module.out_factor, latent_size=module.latent_size)
+  elif isinstance(module, Encoder):
+    kw.update(ngf=module.ngf)
+  elif isinstance(module, MLPGenerator):
+    kw.update(ngf=module.hidden, depth=module.depth, nz=module.nz, dim=module.dim,
+              out_factor=module.out_factor)
+  elif isinstance(module, MLPEnergy):
+    kw.update(ngf=module.hidden, depth=module.depth, dim=module.dim,
+              input_scale=module.input_scale)
+  return kw
+
+
+# --- the nets of a run config -----------------------------------------------------------
+# `platform` ('cpu', 'gpu', 'tpu'; default `jax.default_backend()`): where the net will be
+# compiled, for `config.conv_algorithm='auto'` (see `create`).
+
+
+def make_ebm(config, platform: str = None) -> nn.Module:
+  """The hat network `config.ebm_type` (conv EBM or toy MLP)."""
+  c = config
+  if c.ebm_type == 'ebm_toy':
+    return create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
+  return create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype,
+                conv_algorithm=c.conv_algorithm, backend=platform)
+
+
+def make_generator(config, platform: str = None) -> nn.Module:
+  """The generator-side net `config.gen_type` (SN-GAN generator, AE decoder, toy MLP)."""
+  c = config
+  if c.gen_type == 'gen_toy':
+    return create(c.gen_type, ngf=c.gen_ngf, nz=c.z_sz, out_factor=c.gen_factor,
+                  dtype=c.dtype)
+  kw = dict(ngf=c.gen_ngf, nch=c.nch, out_factor=c.gen_factor, dtype=c.dtype,
+            conv_algorithm=c.conv_algorithm, backend=platform)
+  if c.gen_type.startswith('gen_sngan'):
+    kw.update(nz=c.z_sz, bottom=c.gen_bottom)
+  elif c.gen_type == 'gen_decoder32':
+    kw.update(latent_size=c.image_size // 2)
+  else:
+    raise ValueError(f'config.gen_type={c.gen_type!r} is not a generator; use gen_sngan32/'
+                     '64/128, gen_decoder32 or gen_toy.')
+  return create(c.gen_type, **kw)
+
+
+def make_encoder(config, platform: str = None) -> nn.Module:
+  """The autoencoder's encoder `config.inf_type`."""
+  c = config
+  return create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype,
+                conv_algorithm=c.conv_algorithm, backend=platform)

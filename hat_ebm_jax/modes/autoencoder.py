@@ -5,24 +5,21 @@ loss (without the latent noise) every `test_and_log_freq` epochs.
 """
 
 import jax
-import jax.numpy as jnp
 
 from hat_ebm_jax import losses, models, optim, sharding
 from hat_ebm_jax.modes import base
 
 
-class AutoencoderMode:
+class AutoencoderMode(base.Mode):
   name = 'autoencoder'
   trainable = ('enc', 'dec')
-  checkpoint_upgrades = ()
   eval_split = 'test'
 
   def __init__(self, config, platform=None):
     c = self.config = config
     self.platform = platform or jax.default_backend()  # see base.HatEBMMode
-    self.enc = models.create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype,
-                             conv_algorithm=c.conv_algorithm, backend=self.platform)
-    self.dec = base.make_generator(c, self.platform)
+    self.enc = models.make_encoder(c, self.platform)
+    self.dec = models.make_generator(c, self.platform)
     self.txs = {'enc': optim.make_optimizer(c.inf_lr_info),
                 'dec': optim.make_optimizer(c.gen_lr_info)}
     self.lrs = {'enc': optim.step_schedule(c.inf_lr_info),
@@ -34,13 +31,8 @@ class AutoencoderMode:
     k_enc, k_dec, k_run = jax.random.split(rng, 3)
     enc_v = models.init_variables(self.enc, k_enc, self.config.image_size)
     dec_v = models.init_variables(self.dec, k_dec)
-    params = {'enc': enc_v['params'], 'dec': dec_v['params']}
-    return base.TrainState(
-        step=jnp.zeros([], jnp.int32), params=params,
-        batch_stats={'enc': enc_v.get('batch_stats', {}),
-                     'dec': dec_v.get('batch_stats', {})},
-        frozen={}, opt_state={k: self.txs[k].init(params[k]) for k in params},
-        ema=jax.tree_util.tree_map(jnp.copy, params), bank={}, rng=k_run)
+    return base.TrainState.create(variables={'enc': enc_v, 'dec': dec_v}, txs=self.txs,
+                                  rng=k_run)
 
   def _loss(self, params, state, batch, key):
     enc_v = base.variables(state.replace(params=params), 'enc')

@@ -1,23 +1,24 @@
-"""What every training mode shares: the `TrainState` pytree and the net/optimizer plumbing.
+"""What every training mode shares: the `Mode` protocol, the `TrainState` pytree and the
+optimizer plumbing.
 
-A mode is a class with
-  * `init_state(rng) -> TrainState`
-  * `train_step(state, batch) -> (state, metrics)`: pure; the loop jits it;
-  * `sample(state, key, n) -> {name: images}`: what the loop plots and saves;
-  * optionally `eval_every`, `eval_split` and `eval_step(state, batch) -> metrics`;
-  * `checkpoint_upgrades`: how to read its checkpoints of older state layouts
-    (`checkpointing.Upgrade`s, tried when a checkpoint does not fit).
-The loop (`train.py`) knows nothing else about it.
+Modes are classes (one per `config.mode`, `modes.create`) that subclass `Mode`, the
+protocol listing all that the loop (`train.py`), evaluation and the tools may use of a
+mode; the optional parts are attributes with defaults, never looked up by `hasattr`. Nets
+are built from a config by `models.make_ebm`/`make_generator`/`make_encoder`.
 """
 
-from typing import Any, Callable, Dict, Tuple
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Sequence, Tuple
+import warnings
 
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from hat_ebm_jax import langevin, langevin_programs, losses, models, optim, sharding
+from hat_ebm_jax import (checkpointing, langevin, langevin_programs, losses, models, optim,
+                         sharding)
 
 Metrics = Dict[str, jax.Array]
 
@@ -40,6 +41,77 @@ class TrainState:
   ema: Dict[str, Any]
   bank: Dict[str, Any]
   rng: jax.Array
+
+  @classmethod
+  def create(cls, *, variables: Dict[str, Dict], rng: jax.Array,
+             txs: Optional[Dict[str, optax.GradientTransformation]] = None,
+             frozen: Optional[Dict[str, Any]] = None, bank: Optional[Dict[str, Any]] = None,
+             ema: Optional[Dict[str, Any]] = None) -> 'TrainState':
+    """The state at step 0.
+
+    `variables`: `{net: {'params', 'batch_stats'?}}` of the trainable nets; `txs`:
+    `{net: optimizer}`, whose initial states make `opt_state` (None: no optimizer, as
+    for evaluated weights); `frozen`: `{net: variables}` of frozen nets; `bank`:
+    synthesis's persistent pairs; `ema`: default a copy of the parameters (its own
+    buffers: the training step donates the state); `rng`: the run's base key.
+    """
+    params = {k: v['params'] for k, v in variables.items()}
+    return cls(step=jnp.zeros([], jnp.int32), params=params,
+               batch_stats={k: v.get('batch_stats', {}) for k, v in variables.items()},
+               frozen=frozen or {},
+               opt_state={k: tx.init(params[k]) for k, tx in (txs or {}).items()},
+               ema=jax.tree_util.tree_map(jnp.copy, params) if ema is None else ema,
+               bank=bank or {}, rng=rng)
+
+
+class HostPhase(NamedTuple):
+  """A training step in two parts: `run(state, batch) -> r` is called outside `jit` on
+  concrete arrays (it runs its own compiled programs, e.g. the Langevin loop over
+  compiled chunks), then `update(state, batch, r) -> (state, metrics)` is jitted.
+  Together they compute `train_step(state, batch)`."""
+  run: Callable[[TrainState, jax.Array], Any]
+  update: Callable[[TrainState, jax.Array, Any], Tuple[TrainState, Metrics]]
+
+
+class Mode(Protocol):
+  """A training mode: all that the loop and the tools may call. Subclass it.
+
+  Required: `name` (the `config.mode`), `config`, `platform` (the platform its steps
+  are compiled for: 'cpu', 'gpu' or 'tpu'), `trainable` (the nets with an optimizer),
+  `init_state`, `train_step` (pure; the loop jits it, the state donated) and `sample`.
+  Optional, with the defaults below: `checkpoint_upgrades`, the periodic evaluation
+  (`eval_every` steps, 0 = none: the mean of `eval_step` over `eval_steps` batches of
+  `eval_split`), `bank_size` (synthesis's persistent pairs) and `host_phase`.
+  """
+  name: str
+  config: ml_collections.ConfigDict
+  platform: str
+  trainable: Tuple[str, ...]
+  # How to read this mode's checkpoints of older state layouts (tried when one does
+  # not fit `init_state`'s structure).
+  checkpoint_upgrades: Sequence[checkpointing.Upgrade] = ()
+  eval_every: int = 0
+  eval_split: str = 'test'
+  eval_steps: int = 0
+  bank_size: Optional[int] = None
+  # None: the loop jits `train_step` as one program. Else the step split in two, the
+  # first part driven from the host (same numbers).
+  host_phase: Optional[HostPhase] = None
+
+  def init_state(self, rng: jax.Array) -> TrainState:
+    """The state at step 0 (initial nets, optimizer states, bank) from key `rng`."""
+
+  def train_step(self, state: TrainState, batch: jax.Array) -> Tuple[TrainState, Metrics]:
+    """One training step on a global data batch -> (state, metrics), `metrics['finite']`
+    False when a loss or energy is not finite."""
+
+  def sample(self, state: TrainState, key: jax.Array, n: int,
+             batch: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+    """`{name: [n, ...] images}` to plot and save (`batch`: the last data batch)."""
+
+  def eval_step(self, state: TrainState, batch: jax.Array) -> Metrics:
+    """Metrics of one batch of `eval_split` (called when `eval_every > 0`)."""
+    raise NotImplementedError(f'{self.name} mode has no eval_step (eval_every = 0).')
 
 
 def step_key(state: TrainState, n: int):
@@ -75,35 +147,7 @@ def global_norm(tree) -> jax.Array:
   return optax.global_norm(tree)
 
 
-def make_generator(config, platform=None):
-  """The generator-side net `config.gen_type` (SN-GAN generator, AE decoder, toy MLP),
-  its `conv_algorithm` resolved for `platform` (default `jax.default_backend()`)."""
-  c = config
-  if c.gen_type == 'gen_toy':
-    return models.create(c.gen_type, ngf=c.gen_ngf, nz=c.z_sz, out_factor=c.gen_factor,
-                         dtype=c.dtype)
-  kw = dict(ngf=c.gen_ngf, nch=c.nch, out_factor=c.gen_factor, dtype=c.dtype,
-            conv_algorithm=c.conv_algorithm, backend=platform)
-  if c.gen_type.startswith('gen_sngan'):
-    kw.update(nz=c.z_sz, bottom=c.gen_bottom)
-  elif c.gen_type == 'gen_decoder32':
-    kw.update(latent_size=c.image_size // 2)
-  else:
-    raise ValueError(f'config.gen_type={c.gen_type!r} is not a generator; use gen_sngan32/'
-                     '64/128, gen_decoder32 or gen_toy.')
-  return models.create(c.gen_type, **kw)
-
-
-def make_ebm(config, platform=None):
-  """The hat network `config.ebm_type` (conv EBM or toy MLP), for `platform`."""
-  c = config
-  if c.ebm_type == 'ebm_toy':
-    return models.create(c.ebm_type, ngf=c.ebm_ngf, dtype=c.dtype)
-  return models.create(c.ebm_type, ngf=c.ebm_ngf, nch=c.nch, dtype=c.dtype,
-                       conv_algorithm=c.conv_algorithm, backend=platform)
-
-
-class HatEBMMode:
+class HatEBMMode(Mode):
   """Shared pieces of the two Hat EBM modes (synthesis, joint): nets, Langevin, EBM step.
 
   `platform` ('cpu', 'gpu', 'tpu'; default `jax.default_backend()`) is the platform the
@@ -115,13 +159,12 @@ class HatEBMMode:
     self.config = config
     c = config
     self.platform = platform or jax.default_backend()
-    self.ebm = make_ebm(c, self.platform)
-    self.gen = make_generator(c, self.platform)
+    self.ebm = models.make_ebm(c, self.platform)
+    self.gen = models.make_generator(c, self.platform)
     self.ebm_tx = optim.make_optimizer(c.ebm_lr_info, c.clip_ebm_grad, c.max_grad_norm)
     self.ebm_lr = optim.step_schedule(c.ebm_lr_info)
     self.sampler = langevin.Settings.from_config(c)
     self.latent_shape = models.latent_shape(self.gen)
-
 
   def data_shape(self):
     """Per-sample shape of the data the EBM sees."""
@@ -146,10 +189,20 @@ class HatEBMMode:
     return sharding.constrain_batch((z, y))  # chains split over devices
 
   # A training step is `update_step(state, batch, langevin_step(state, batch))`: traced
-  # as one program, or on CPU for long samplers with the Langevin phase driven from the
-  # host (`langevin_programs.runs_on_host`, train.py: `langevin_step(..., concrete=True)`).
-  checkpoint_upgrades = ()
+  # as one program, or with the Langevin phase driven from the host (`host_phase`).
   num_step_keys = 2  # keys a training step draws (`step_key`); the first is Langevin's
+
+  @property
+  def host_phase(self) -> Optional[HostPhase]:
+    """`(langevin_step on concrete arrays, update_step)` when the sampler runs from the
+    host: on CPU for samplers longer than a chunk (`langevin_programs.runs_on_host`, e.g.
+    the 250 steps of refinement), which inside one program would be a while loop,
+    several times slower on XLA:CPU (or minutes to compile unrolled). None elsewhere:
+    one jitted step."""
+    if langevin_programs.runs_on_host(self.sampler, backend=self.platform):
+      return HostPhase(functools.partial(self.langevin_step, concrete=True),
+                       self.update_step)
+    return None
 
   def langevin_step(self, state: TrainState, batch,
                     concrete: bool = False) -> langevin.LangevinResult:
@@ -212,3 +265,15 @@ class HatEBMMode:
 def finite(*xs) -> jax.Array:
   """True when every array in `xs` is finite everywhere."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+
+
+_MOVED = ('make_generator', 'make_ebm')  # now in `models`
+
+
+def __getattr__(name: str):
+  """The old names `base.make_generator`/`make_ebm`, with a DeprecationWarning."""
+  if name not in _MOVED:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  warnings.warn(f'modes.base.{name} is now models.{name}.', DeprecationWarning,
+                stacklevel=2)
+  return getattr(models, name)

@@ -4,9 +4,8 @@ Langevin moves both `z` and `y` under `p(y, z) ∝ exp(-H(G(z) + y))`; only the 
 """
 
 import jax
-import jax.numpy as jnp
 
-from hat_ebm_jax import checkpointing, langevin, models
+from hat_ebm_jax import langevin, models, pretrained
 from hat_ebm_jax.modes import base
 
 
@@ -26,14 +25,10 @@ class JointMode(base.HatEBMMode):
     ebm_v = models.init_variables(self.ebm, k_ebm, self.config.image_size)
     gen_v = self.gen_variables
     if gen_v is None:
-      gen_v = checkpointing.load_pretrained(self.config.gen_weights, self.gen,
-                                            self.config.gen_type)
-    params = {'ebm': ebm_v['params']}
-    return base.TrainState(
-        step=jnp.zeros([], jnp.int32), params=params,
-        batch_stats={'ebm': ebm_v.get('batch_stats', {})},
-        frozen={'gen': gen_v}, opt_state={'ebm': self.ebm_tx.init(params['ebm'])},
-        ema=jax.tree_util.tree_map(jnp.copy, params), bank={}, rng=k_run)
+      gen_v = pretrained.load_pretrained(self.config.gen_weights, self.gen,
+                                         self.config.gen_type)
+    return base.TrainState.create(variables={'ebm': ebm_v}, txs={'ebm': self.ebm_tx},
+                                  frozen={'gen': gen_v}, rng=k_run)
 
   def update_step(self, state: base.TrainState, batch: jax.Array,
                   r: langevin.LangevinResult):

@@ -68,15 +68,9 @@ class SynthesisMode(base.HatEBMMode):
         k_bank, (self.bank_size,) + self.latent_shape)
     x_bank = jax.jit(self.gen.apply)(gen_v, z_bank)
     fresh = jnp.ones((self.bank_size,), jnp.bool_)
-    params = {'ebm': ebm_v['params'], 'gen': gen_v['params']}
-    return base.TrainState(
-        step=jnp.zeros([], jnp.int32), params=params,
-        batch_stats={'ebm': ebm_v.get('batch_stats', {}),
-                     'gen': gen_v.get('batch_stats', {})},
-        frozen={},
-        opt_state={'ebm': self.ebm_tx.init(params['ebm']),
-                   'gen': self.gen_tx.init(params['gen'])},
-        ema=jax.tree_util.tree_map(jnp.copy, params),
+    return base.TrainState.create(
+        variables={'ebm': ebm_v, 'gen': gen_v},
+        txs={'ebm': self.ebm_tx, 'gen': self.gen_tx},
         bank={'z': z_bank, 'x': x_bank, 'fresh': fresh}, rng=k_run)
 
   def update_step(self, state: base.TrainState, batch: jax.Array,
