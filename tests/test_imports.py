@@ -184,3 +184,24 @@ def test_moved_names_still_work_with_a_deprecation_warning(old, new):
   get = lambda s: getattr(importlib.import_module(s.split(':')[0]), s.split(':')[1])
   with pytest.warns(DeprecationWarning, match=new.split(':')[1]):
     assert get(old) is get(new)
+
+
+def test_the_architecture_notes_and_the_readme_layout_name_every_module():
+  """ARCHITECTURE.md's module table names every module (a package by its folder), and
+  the README's Layout table every top-level module and package: the maps stay true."""
+  with open(os.path.join(REPO, 'ARCHITECTURE.md')) as f:
+    architecture = f.read()
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  layout = readme[readme.index('## Layout'):]
+  tops = set()
+  for name in package_modules():
+    parts = name.split('.')
+    if len(parts) == 1:
+      continue
+    is_package = len(parts) > 2 or os.path.basename(package_modules()[name]) == '__init__.py'
+    tops.add(f'`{parts[1]}/`' if is_package else f'`{parts[1]}.py`')
+  missing_arch = sorted(t for t in tops if t not in architecture)
+  missing_readme = sorted(t for t in tops if t.strip('`/') not in layout)
+  assert not missing_arch, f'ARCHITECTURE.md does not name {missing_arch}'
+  assert not missing_readme, f'the README\'s Layout table does not name {missing_readme}'
