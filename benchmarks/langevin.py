@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import (cli, config_lib, langevin, langevin_programs, models, modes,
+from hat_ebm_jax import (cli, config_lib, langevin, langevin_programs, models, modes, plan,
                          sharding, train)
 
 import benchmarks
@@ -166,10 +166,8 @@ def peak_memory_bytes() -> Optional[int]:
 
 
 def _flops(cost) -> float:
-  """`flops` of a cost analysis (a dict, or a list of dicts in some jax versions)."""
-  if isinstance(cost, (list, tuple)):
-    return float(sum(c.get('flops', 0.0) for c in cost if c))
-  return float((cost or {}).get('flops', 0.0))
+  """`flops` of a cost analysis (`plan.cost_dict` reads every jax version's form)."""
+  return float(plan.cost_dict(cost).get('flops', 0.0))
 
 
 class CompileClock:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hat_ebm_jax import cli, config_lib, langevin, models, modes, sharding
+from hat_ebm_jax.modes import base
 
 GiB = 1024 ** 3
 PIP_COMMAND = "pip install -e '.[tpu]'  (or: pip install 'jax[tpu]==%s')" % jax.__version__
@@ -221,7 +222,7 @@ def _body_program(mode, state, mesh, n: int, use_ema: bool = False):
 
 
 def _variables(mode, state, name, use_ema):
-  from hat_ebm_jax.modes import base  # pylint: disable=g-import-not-at-top
+  del mode
   return base.variables(state, name, use_ema)
 
 
@@ -238,12 +239,12 @@ def train_programs(config, mesh, platform: str = 'tpu') -> Programs:
   batch_sh = sharding.batch_sharded(mesh)
   batch = jax.ShapeDtypeStruct((config.batch_size,) + _data_shape(mode, config),
                                jnp.float32, sharding=batch_sh)
-  step = train.make_train_step(mode, mesh, state_sh, batch_sh)
-  if not hasattr(step, 'lower'):
+  if mode.host_phase is not None:
     raise RuntimeError(f'The training step for {platform} runs from the host; plan a '
                        'device platform.')
+  step = train.make_train_step(mode, mesh, state_sh, batch_sh)
   body, body_args, bodies = None, (), 0
-  if hasattr(mode, 'sampler'):
+  if isinstance(mode, base.HatEBMMode):  # a Langevin sampler in the step
     bodies = langevin.num_loop_bodies(mode.sampler)
     body, body_args = _body_program(mode, state, mesh, config.batch_size)
   return Programs('train', step, (state, batch), body, body_args, bodies,
@@ -261,7 +262,7 @@ def _validate(config) -> None:
 
 
 def _data_shape(mode, config):
-  if hasattr(mode, 'data_shape'):
+  if isinstance(mode, base.HatEBMMode):
     return tuple(mode.data_shape())
   return (config.image_size, config.image_size, config.nch)
 
@@ -397,11 +398,20 @@ def collective_summary(items: List[Dict]) -> Dict[str, Dict[str, int]]:
   return out
 
 
+def cost_dict(cost) -> Dict[str, float]:
+  """A `cost_analysis()` result as one `{name: value}` dict: jax versions return a dict,
+  or a list of dicts (one per program), whose values are then summed."""
+  if not isinstance(cost, (list, tuple)):
+    return dict(cost or {})
+  out: Dict[str, float] = {}
+  for c in cost:
+    for k, v in (c or {}).items():
+      out[k] = out.get(k, 0.0) + float(v)
+  return out
+
+
 def _cost(compiled) -> Dict[str, float]:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return dict(cost or {})
+  return cost_dict(compiled.cost_analysis())
 
 
 def _largest_buffers(hlo_text: str, k: int = 5) -> List[Tuple[str, int]]:
