@@ -1,6 +1,6 @@
 """CIFAR-10 refinement of a pretrained SN-GAN (paper: FID 14.04). SPEC §6.
 
-Needs `--config.gen_weights=` the SN-GAN generator (converted with hat_ebm_jax.convert, or
+Needs `--config.gen_weights=` the SN-GAN generator (converted with hat_ebm_jax.pretrained, or
 the authors' TF checkpoint prefix).
 
 `configs/cifar10_refine.py:eval` evaluates a run or imported weights (paper: FID 14.04

@@ -121,7 +121,7 @@ def evaluation_config(c: ml_collections.ConfigDict, **settings) -> ml_collection
       # a run of configs/cifar10_synth.py (its latest checkpoint, raw weights):
       python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \\
           --config.fid_weights=fid_inception.npz
-      # the authors' TF checkpoints (or hat_ebm_jax.convert output directories):
+      # the authors' TF checkpoints (or hat_ebm_jax.pretrained output directories):
       python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=OUT \\
           --config.ebm_weights=EBM_CKPT_PREFIX --config.gen_weights=GEN_CKPT_PREFIX \\
           --config.fid_weights=fid_inception.npz
@@ -229,7 +229,7 @@ def validate(config) -> None:
                        f'least the batch size ({config.batch_size}).')
   if config.mode == 'joint' and not config.gen_weights:
     raise ValueError('Joint mode needs a pretrained generator: set --config.gen_weights '
-                     'to an orbax checkpoint written by `python -m hat_ebm_jax.convert`, '
+                     'to an orbax checkpoint written by `python -m hat_ebm_jax.pretrained`, '
                      'a TF checkpoint prefix, or an autoencoder run\'s workdir.')
   if config.mode == 'autoencoder':
     optim.check_lr_info(config.gen_lr_info, 'config.gen_lr_info')

@@ -12,7 +12,7 @@ What is evaluated (`load_model`):
     built by `modes.create` and restored into `init_state`'s structure; a config whose
     architecture differs from the run's is refused before anything is read;
   * imported weights: `ebm_weights` and `gen_weights`, each a TF checkpoint prefix of the
-    authors' code or a `python -m hat_ebm_jax.convert` output directory.
+    authors' code or a `python -m hat_ebm_jax.pretrained` output directory.
 
 What is computed (`run`):
   * `num_eval_samples` chains in global batches of `eval_batch_size` split over the
@@ -127,7 +127,7 @@ def check_config(config, num_devices: int, process_count: int = 1) -> None:
   if config.ebm_weights:
     if not config.gen_weights:
       raise ValueError('config.ebm_weights is set: also set config.gen_weights to the '
-                       'generator (TF checkpoint prefix or hat_ebm_jax.convert output).')
+                       'generator (TF checkpoint prefix or hat_ebm_jax.pretrained output).')
     if not config.eval_model_mode:
       raise ValueError('Imported weights (config.ebm_weights) need '
                        'config.eval_model_mode (synthesis or joint): there is no run '
