@@ -16,7 +16,6 @@ import os
 import re
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
-import warnings
 
 from absl import logging
 import jax
@@ -366,14 +365,3 @@ def restore_raw(directory: epath.Path, step: Optional[int] = None) -> Dict:
     return restore(manager, None, step)[0]
   finally:
     manager.close()
-
-
-def __getattr__(name: str):
-  """`load_pretrained`/`save_pretrained` moved to `pretrained` (imported lazily here:
-  `pretrained` imports this module)."""
-  if name in ('load_pretrained', 'save_pretrained'):
-    warnings.warn(f'checkpointing.{name} is now pretrained.{name}.', DeprecationWarning,
-                  stacklevel=2)
-    from hat_ebm_jax import pretrained  # pylint: disable=g-import-not-at-top
-    return getattr(pretrained, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -8,11 +8,10 @@ checkpoint. A checkpoint that does not fit the net raises ValueError listing the
 mismatches.
 
 The command that writes a converted checkpoint as a pretrained-weights directory is
-`python -m hat_ebm_jax.pretrained` (`python -m hat_ebm_jax.convert` still runs it). This
+`python -m hat_ebm_jax.pretrained` (`python -m hat_ebm_jax.convert` now only says so). This
 module depends only on `models` of the package.
 """
 
-import importlib
 from typing import Dict, Tuple
 import warnings
 
@@ -120,21 +119,19 @@ def from_tf_checkpoint(ckpt_prefix: str, name: str,
   return module, jax.tree_util.tree_map(np.asarray, variables)
 
 
-_MOVED = {'net_kwargs': 'models', 'main': 'pretrained'}  # old name: its module now
-
-
 def __getattr__(name: str):
-  """The old names `convert.net_kwargs` and `convert.main`, with a DeprecationWarning."""
-  if name not in _MOVED:
+  """The old name `convert.net_kwargs` (now `models.net_kwargs`), with a
+  DeprecationWarning."""
+  if name != 'net_kwargs':
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-  warnings.warn(f'convert.{name} is now {_MOVED[name]}.{name}.', DeprecationWarning,
+  warnings.warn('convert.net_kwargs is now models.net_kwargs.', DeprecationWarning,
                 stacklevel=2)
-  return getattr(importlib.import_module(f'hat_ebm_jax.{_MOVED[name]}'), name)
+  return models.net_kwargs
 
 
 if __name__ == '__main__':
   import sys  # pylint: disable=g-import-not-at-top
-  print('note: `python -m hat_ebm_jax.convert` is now `python -m hat_ebm_jax.pretrained` '
-        '(same flags).', file=sys.stderr)
-  from hat_ebm_jax import pretrained  # pylint: disable=g-import-not-at-top
-  pretrained.run_cli()
+  # The import command lives in `pretrained` (which imports this module): say where.
+  print('error: `python -m hat_ebm_jax.convert` is now `python -m hat_ebm_jax.pretrained` '
+        '(same flags); run that instead.', file=sys.stderr)
+  sys.exit(2)

@@ -432,17 +432,3 @@ def num_loop_bodies(settings: SettingsLike) -> int:
   """How many `loop_body` runs one `sample` makes (`mcmc_steps`, or `mcmc_steps - 1` for
   sequential joint sampling, whose first latent and last residual moves sit outside)."""
   return Settings.from_config(settings).num_units
-
-
-_MOVED = ('lower', 'runs_on_host')
-
-
-def __getattr__(name):
-  """`langevin.lower` / `langevin.runs_on_host` moved to `langevin_programs`
-  (deprecated here for one release)."""
-  if name in _MOVED:
-    from hat_ebm_jax import langevin_programs  # pylint: disable=g-import-not-at-top
-    warnings.warn(f'langevin.{name} moved to langevin_programs.{name}.',
-                  DeprecationWarning, stacklevel=2)
-    return getattr(langevin_programs, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -211,9 +211,9 @@ def test_every_entry_point_prints_one_line_for_a_user_mistake(tmp_path):
         f'--workdir={tmp_path}/w', f'--config.gen_weights={tmp_path}/nowhere'), 'No pretrained weights at'),
       (('-m', 'hat_ebm_jax.pretrained', f'--tf_checkpoint={tmp_path}/nowhere/ckpt',
         '--net=gen_sngan32', f'--out={tmp_path}/out'), 'Cannot read a TF checkpoint'),
-      # the old command name still runs it
+      # the old command name names the new one
       (('-m', 'hat_ebm_jax.convert', '--tf_checkpoint=x', '--net=gen_nope', '--out=y'),
-       "flag --net=gen_nope: value should be one of"),
+       'is now `python -m hat_ebm_jax.pretrained` (same flags)'),
       (('-m', 'hat_ebm_jax.prepare_data', '--dataset=celeb_a'),
        'celeb_a cannot be downloaded automatically'),
       (('-m', 'hat_ebm_jax.toy', '--config=configs/tiny.py', f'--out={tmp_path}/g'),

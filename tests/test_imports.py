@@ -5,9 +5,10 @@ cycle, and the bottom layers import what their docstrings say.
 
 The graph is read from the source (`ast`): every import of a module, at module level
 (including inside `if`/`try`/`with`) and inside functions and classes, since an import
-deferred into a function still makes the two modules depend on each other. Left out are
-`if __name__ == '__main__':` blocks and a module's `__getattr__` (the shims that keep
-moved names working). Importing `a.b.c` also runs the packages `a.b` and `a` (unless the
+deferred into a function still makes the two modules depend on each other. Nothing is
+left out: `if __name__ == '__main__':` blocks and the `__getattr__` shims that keep moved
+names working count too (a shim that imports the module its name moved to, when that
+module imports the shim's, is a cycle). Importing `a.b.c` also runs the packages `a.b` and `a` (unless the
 importer lies inside them already), so those are edges too.
 """
 
@@ -37,23 +38,9 @@ def package_modules() -> Dict[str, str]:
   return out
 
 
-def _is_main_block(node: ast.stmt) -> bool:
-  test = getattr(node, 'test', None)
-  return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
-          and isinstance(test.left, ast.Name) and test.left.id == '__name__')
-
-
 def _imports(tree: ast.Module):
-  """The Import/ImportFrom nodes of a module (see the module docstring)."""
-  todo = list(tree.body)
-  while todo:
-    node = todo.pop()
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-      yield node
-    elif not (_is_main_block(node) or (isinstance(node, ast.FunctionDef)
-                                       and node.name == '__getattr__')):
-      todo.extend(c for c in ast.iter_child_nodes(node)
-                  if isinstance(c, (ast.stmt, ast.excepthandler)))
+  """The Import/ImportFrom nodes of a module, at any depth."""
+  return (n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)))
 
 
 def import_graph() -> Dict[str, Set[str]]:
@@ -172,10 +159,7 @@ def test_every_module_imports_on_its_own():
 
 
 @pytest.mark.parametrize('old, new', [
-    ('hat_ebm_jax.checkpointing:load_pretrained', 'hat_ebm_jax.pretrained:load_pretrained'),
-    ('hat_ebm_jax.checkpointing:save_pretrained', 'hat_ebm_jax.pretrained:save_pretrained'),
     ('hat_ebm_jax.convert:net_kwargs', 'hat_ebm_jax.models:net_kwargs'),
-    ('hat_ebm_jax.convert:main', 'hat_ebm_jax.pretrained:main'),
     ('hat_ebm_jax.modes.base:make_generator', 'hat_ebm_jax.models:make_generator'),
     ('hat_ebm_jax.modes.base:make_ebm', 'hat_ebm_jax.models:make_ebm'),
 ])
