@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.inf_lr_info = [[1e-4, 0]]  # new: encoder learning rate (autoencoder)
   c.ebm_opt_decay = 0.9999
   c.gen_opt_decay = 0.9999
+  c.ema_warmup = True  # new: EMA decay min(*_opt_decay, (1+t)/(10+t)) (optim.ema_decay)
   c.clip_ebm_grad = False
   c.max_grad_norm = 50.0
   c.use_ema = False  # new: sample and evaluate with the EMA weights
@@ -87,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_plot_samples = 64  # new
   c.num_final_samples = 256  # new: samples written to samples/final.npz
   c.final_metrics = False  # new: compute digits_fd / MMD at the end of training
+  c.chain_length_factors = (1,)  # new: final metrics/evaluation also at these x mcmc_steps (long_run)
   # --- evaluation (mode 'evaluate': evaluate.py, SPEC §7)
   c.eval_model_mode = ''  # new: nets of synthesis | joint ('' = from the run's config.json)
   c.eval_ckpt_dir = ''  # new: training workdir to evaluate ('' = --workdir itself)
@@ -234,6 +236,9 @@ def validate(config) -> None:
   if config.mode == 'autoencoder':
     optim.check_lr_info(config.gen_lr_info, 'config.gen_lr_info')
     optim.check_lr_info(config.inf_lr_info, 'config.inf_lr_info')
+  if 'chain_length_factors' in config:
+    from hat_ebm_jax import long_run  # pylint: disable=g-import-not-at-top
+    long_run.check_factors(config.chain_length_factors)
   if config.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float16'; got "
                      f'{config.dtype!r}.')

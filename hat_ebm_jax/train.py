@@ -21,8 +21,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, modes, sharding,
-                         visualize)
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, long_run, modes,
+                         sharding, visualize)
 from hat_ebm_jax.modes import base
 
 
@@ -348,9 +348,9 @@ def _evaluate(ctx: RunContext, state) -> Dict[str, float]:
   return {f'test_{k}': v / mode.eval_steps for k, v in totals.items()}
 
 
-def _samples(ctx: RunContext, state, n: int, key,
-             batch: Optional[jax.Array]) -> Dict[str, np.ndarray]:
-  """`mode.sample(state, key, n, batch[:n])` as host numpy (on every process).
+def _device_samples(ctx: RunContext, state, n: int, key, batch: Optional[jax.Array],
+                    **sample_kw) -> Dict[str, jax.Array]:
+  """`mode.sample(state, key, n, batch[:n], **sample_kw)` as global arrays.
 
   `batch` is the last global training batch (sharded); the `n` chains are split over
   `data` when `n` divides over it, else replicated.
@@ -358,16 +358,48 @@ def _samples(ctx: RunContext, state, n: int, key,
   mode, mesh = ctx.mode, ctx.mesh
   out_sh = sharding.sample_sharding(n, mesh)
   if batch is None:
-    fn = sharding.jit(lambda s, k: mode.sample(s, k, n, None), mesh,
+    fn = sharding.jit(lambda s, k: mode.sample(s, k, n, None, **sample_kw), mesh,
                       in_shardings=(ctx.state_sh, sharding.replicated(mesh)),
                       out_shardings=out_sh)
-    out = fn(state, key)
-  else:
-    fn = sharding.jit(lambda s, k, b: mode.sample(s, k, n, b[:n]), mesh,
-                      in_shardings=(ctx.state_sh, sharding.replicated(mesh), ctx.batch_sh),
-                      out_shardings=out_sh)
-    out = fn(state, key, batch)
-  return {k: np.asarray(v) for k, v in sharding.to_host(out).items()}
+    return fn(state, key)
+  fn = sharding.jit(lambda s, k, b: mode.sample(s, k, n, b[:n], **sample_kw), mesh,
+                    in_shardings=(ctx.state_sh, sharding.replicated(mesh), ctx.batch_sh),
+                    out_shardings=out_sh)
+  return fn(state, key, batch)
+
+
+def _host(arrays: Dict[str, jax.Array]) -> Dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in sharding.to_host(arrays).items()}
+
+
+def _samples(ctx: RunContext, state, n: int, key,
+             batch: Optional[jax.Array]) -> Dict[str, np.ndarray]:
+  """`mode.sample(state, key, n, batch[:n])` as host numpy (on every process)."""
+  return _host(_device_samples(ctx, state, n, key, batch))
+
+
+def _final_samples(ctx: RunContext, state, batch) -> Dict[str, np.ndarray]:
+  """`num_final_samples` final samples (host numpy), from `final_samples_key`.
+
+  `mode.sample`'s sets (`hat`, `gen` for a Hat EBM). With `final_metrics` on a Hat EBM,
+  both weights: the raw ones (`gen`, `hat`) and the EMA (`gen_ema`, `hat_ema`), each
+  chain continued to every `chain_length_factors` length (`hat_3x`, `hat_ema_3x`, ...:
+  `long_run`).
+  """
+  c, mode = ctx.config, ctx.mode
+  key, n = final_samples_key(c), int(c.num_final_samples)
+  if not (c.final_metrics and isinstance(mode, base.HatEBMMode)):
+    return _samples(ctx, state, n, key, batch)
+  out = {}
+  for use_ema, suffix in ((False, ''), (True, '_ema')):
+    sets = _device_samples(ctx, state, n, key, batch, use_ema=use_ema, with_chains=True)
+    z, y = sets.pop('z'), sets.pop('y')
+    sets.update(long_run.continue_chains(mode, state, z, y, jax.random.fold_in(key, 1),
+                                         c.chain_length_factors, use_ema, ctx.mesh,
+                                         prefix='hat' + suffix))
+    out.update({(k + suffix if k in ('gen', 'hat') else k): v
+                for k, v in _host(sets).items()})
+  return out
 
 
 def _plot(ctx: RunContext, state, step: int, batch) -> None:
@@ -385,7 +417,7 @@ def _plot(ctx: RunContext, state, step: int, batch) -> None:
 def _finish(ctx: RunContext, state, batch) -> Dict:
   """Final samples (`samples/final.npz`, PNGs) and, if asked, the final metrics."""
   config = ctx.config
-  out = _samples(ctx, state, config.num_final_samples, final_samples_key(config), batch)
+  out = _final_samples(ctx, state, batch)
   logging.info('Parameter checksum (process %d of %d): %.12e', jax.process_index(),
                jax.process_count(), params_checksum(state.params))
   result: Dict[str, Any] = {}
@@ -419,8 +451,10 @@ def params_checksum(params) -> float:
 def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:
   """`digits_fd` (floor, G(z), G(z)+y) for digits; MMD of G(z), G(z)+y against fresh
   points of the density (`final_metrics_rng`) for 2D toys (`metrics.quality`); nothing
-  where the metric is FID (that is `mode=evaluate`'s)."""
-  from hat_ebm_jax import metrics  # pylint: disable=g-import-not-at-top
+  where the metric is FID (that is `mode=evaluate`'s). Every other set of `samples`
+  (longer chains, EMA weights: `_final_samples`) is scored the same way, and digits also
+  by the second judge `digits_pca_fd` (`sample_quality.extra_scores`)."""
+  from hat_ebm_jax import metrics, sample_quality  # pylint: disable=g-import-not-at-top
   name = metrics.quality_metric(config.dataset)
   if name == 'fid':
     return {}
@@ -429,5 +463,8 @@ def final_metrics(config, samples: Dict[str, np.ndarray]) -> Dict[str, float]:
     from hat_ebm_jax.datasets import toy2d  # pylint: disable=g-import-not-at-top
     reference['true'] = toy2d.sample(config.dataset, len(samples['hat']),
                                      final_metrics_rng(config))
-  return {f'{name}_{k}': v
-          for k, v in metrics.quality(name, config, samples, **reference).items()}
+  pair = {k: samples[k] for k in sample_quality.PAIR}
+  out = {f'{name}_{k}': v for k, v in metrics.quality(name, config, pair,
+                                                       **reference).items()}
+  out.update(sample_quality.extra_scores(name, config, samples, **reference))
+  return out

@@ -47,7 +47,8 @@ class AutoencoderMode(base.Mode):
     (key,) = base.step_key(state, 1)
     loss, grads = jax.value_and_grad(self._loss)(state.params, state, batch, key)
     new = {k: base.apply_update(self.txs[k], grads[k], state.opt_state[k],
-                                state.params[k], state.ema[k], self.config.gen_opt_decay)
+                                state.params[k], state.ema[k], self.config.gen_opt_decay,
+                                state.step, self.config.ema_warmup)
            for k in self.trainable}
     metrics = dict(ae_loss=loss, finite=base.finite(loss),
                    lr_enc=self.lrs['enc'](state.step), lr_dec=self.lrs['dec'](state.step))

@@ -136,11 +136,13 @@ def split_variables(v: Dict) -> Tuple[Any, Any]:
 
 
 def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, ema,
-                 decay: float):
-  """One optimizer step plus the EMA update. Returns (params, opt_state, ema)."""
+                 decay: float, step: jax.Array, warmup: bool = True):
+  """One optimizer step plus the EMA update (`optim.ema_decay(decay, step, warmup)`,
+  `step` = updates already applied). Returns (params, opt_state, ema)."""
   updates, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
-  return params, opt_state, optim.ema_update(ema, params, decay)
+  return params, opt_state, optim.ema_update(ema, params,
+                                             optim.ema_decay(decay, step, warmup))
 
 
 def global_norm(tree) -> jax.Array:
@@ -242,7 +244,7 @@ class HatEBMMode(Mode):
         state.params['ebm'])
     params, opt_state, ema = apply_update(self.ebm_tx, grads, state.opt_state['ebm'],
                                           state.params['ebm'], state.ema['ebm'],
-                                          c.ebm_opt_decay)
+                                          c.ebm_opt_decay, state.step, c.ema_warmup)
     metrics = dict(ebm_loss=loss, energy_data=e_data, energy_samples=e_samples,
                    ebm_grad_norm=global_norm(grads), lr_ebm=self.ebm_lr(state.step))
     return params, opt_state, ema, metrics
@@ -253,13 +255,21 @@ class HatEBMMode(Mode):
     return dict(grad_norm_latent=r.grad_norm_latent, grad_norm_res=r.grad_norm_res,
                 z_norm=jnp.mean(jnp.sqrt(jnp.sum(jnp.square(r.z.reshape(n, -1)), axis=1))))
 
-  def sample(self, state: TrainState, key, n: int, batch=None) -> Dict[str, jax.Array]:
-    """`{'hat': G(z) + y, 'gen': G(z_init)}` for `n` fresh chains (same latents)."""
+  def sample(self, state: TrainState, key, n: int, batch=None,
+             use_ema: Optional[bool] = None,
+             with_chains: bool = False) -> Dict[str, jax.Array]:
+    """`{'hat': G(z) + y, 'gen': G(z_init)}` for `n` fresh chains (same latents), with
+    the EMA weights if `use_ema` (None: `config.use_ema`); `with_chains` adds the chains'
+    end states `'z'`, `'y'` (to continue them: `long_run.continue_chains`)."""
     del batch
-    r = self.run_langevin(state, key, n, use_ema=self.config.use_ema)
+    use_ema = self.config.use_ema if use_ema is None else use_ema
+    r = self.run_langevin(state, key, n, use_ema=use_ema)
     z0, y0 = self.init_chains(jax.random.split(key)[0], n)
     del z0
-    return {'hat': r.images, 'gen': r.images_init - y0}
+    out = {'hat': r.images, 'gen': r.images_init - y0}
+    if with_chains:
+      out.update(z=r.z, y=r.y)
+    return out
 
 
 def finite(*xs) -> jax.Array:

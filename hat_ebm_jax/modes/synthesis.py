@@ -98,7 +98,7 @@ class SynthesisMode(base.HatEBMMode):
     gen_loss, gen_grads = jax.value_and_grad(gen_loss_fn)(state.params['gen'])
     gen_p, gen_o, gen_e = base.apply_update(
         self.gen_tx, gen_grads, state.opt_state['gen'], state.params['gen'],
-        state.ema['gen'], c.gen_opt_decay)
+        state.ema['gen'], c.gen_opt_decay, state.step, c.ema_warmup)
     # The generator moves unless every pair it drew was fresh; written pairs are not fresh.
     still_fresh = jnp.logical_and(state.bank['fresh'], jnp.all(fresh_b))
     written = sharding.constrain_batch(jnp.zeros((n,), jnp.bool_))
