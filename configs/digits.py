@@ -53,4 +53,5 @@ def get_config(arg: str = ''):
   return config_lib.train_or_eval(
       c, arg, num_eval_samples=1024,
       eval_batch_size=128,  # divides over 1, 2, 4, ..., 128 devices
-      ood_datasets='noise,shuffled,inverted', ood_split='test', num_ood_samples=300)
+      ood_datasets='noise,shuffled,inverted,constant,letters', ood_split='test',
+      num_ood_samples=300)

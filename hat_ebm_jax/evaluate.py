@@ -46,8 +46,9 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, metrics, modes, ood,
-                         pretrained, sharding, visualize)
+from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, langevin, long_run,
+                         metrics, modes, ood, pretrained, sample_quality, sharding,
+                         visualize)
 from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.fid import stats as fid_stats
 from hat_ebm_jax.modes import base
@@ -58,6 +59,14 @@ EVAL_MODEL_MODES = ('synthesis', 'joint')
 FLOOR_ROWS = {'digits_fd': f'real test digits (floor, n={digits.NUM_TEST})',
               'mmd': 'true points, another split (floor)'}
 SAMPLE_ROWS = {'gen': 'G(z) (generator alone)', 'hat': 'G(z) + y (Hat EBM)'}
+# Settings of how a run was trained that say nothing about its nets: the evaluation
+# reads them from the run's config.json, so `--config.seed=1` need not be repeated.
+RUN_KEYS = ('seed', 'batch_size', 'persistent_size', 'num_training_steps', 'ebm_lr_info',
+            'gen_lr_info', 'inf_lr_info', 'ebm_opt_decay', 'gen_opt_decay', 'ema_warmup',
+            'clip_ebm_grad', 'max_grad_norm', 'gen_loss_factor_coop', 'loss_factor',
+            'shuffle_buffer', 'data_epsilon')
+# Sampler keys that do not change the numbers (left out of names and comparisons).
+SCHEDULING_KEYS = ('mcmc_unroll',)
 
 # Names that moved out of this module: old name -> (module, new name). Deprecated; they
 # resolve, with a DeprecationWarning, for one release.
@@ -151,7 +160,10 @@ def _saved_run_config(ckpt_dir: epath.Path) -> Optional[Dict]:
 
 def training_config(config, saved: Optional[Dict]):
   """A copy of the evaluation config with `mode` set to the evaluated nets' training mode
-  (`eval_model_mode`, else the run's `config.json`), for `modes.create`."""
+  (`eval_model_mode`, else the run's `config.json`) and the training-only settings
+  (`RUN_KEYS`: seed, batch, bank size, schedules...) read from the run's `config.json`,
+  for `modes.create`. The architecture keys are not read: a config whose nets differ
+  from the run's is refused (`checkpointing.check_workdir_config`)."""
   mode = config.eval_model_mode or (saved or {}).get('mode', '')
   if mode not in EVAL_MODEL_MODES:
     raise ValueError(
@@ -162,6 +174,9 @@ def training_config(config, saved: Optional[Dict]):
   train_cfg = config.copy_and_resolve_references()
   with train_cfg.unlocked():
     train_cfg.mode = mode
+    for key in RUN_KEYS:  # how the run was trained: read, never repeated by the user
+      if saved and key in saved and key in train_cfg:
+        train_cfg[key] = saved[key]
     if mode == 'joint' and not train_cfg.gen_weights and saved:
       train_cfg.gen_weights = saved.get('gen_weights', '')
   return train_cfg
@@ -259,7 +274,8 @@ def load_model(config, workdir: epath.Path, mesh):
     mode = modes.create(train_cfg)
     state, step = _restore_run(mode, train_cfg, ckpt_dir, config.eval_ckpt_step, mesh)
     info = dict(source='checkpoint', checkpoint_dir=str(ckpt_dir), checkpoint_step=step,
-                weights='ema' if config.use_ema else 'raw')
+                weights='ema' if config.use_ema else 'raw',
+                training_sampler=sampler_settings(saved) if saved else None)
   info['model_mode'] = train_cfg.mode
   return mode, state, info
 
@@ -270,16 +286,25 @@ def load_model(config, workdir: epath.Path, mesh):
 def sample_batches(mode, state, config, mesh) -> Iterator[Dict[str, jax.Array]]:
   """Yields `num_eval_samples / eval_batch_size` dicts `{'hat': G(z) + y, 'gen': G(z)}`
   of global arrays `[eval_batch_size, ...]` split over `data` (`mode.sample`: `gen` is
-  the generator at the chains' initial latents). Batch `b` uses the key
-  `fold_in(PRNGKey(eval_seed), b)`."""
+  the generator at the chains' initial latents), and `hat_3x`, ... for the longer
+  `chain_length_factors` (the same chains continued: `long_run`). Batch `b` uses the
+  key `fold_in(PRNGKey(eval_seed), b)`."""
   n = int(config.eval_batch_size)
+  factors = long_run.check_factors(config.chain_length_factors)
+  longer = len(factors) > 1
   state_sh = jax.tree_util.tree_map(lambda a: a.sharding, state)
-  fn = sharding.jit(lambda s, k: mode.sample(s, k, n), mesh,
+  fn = sharding.jit(lambda s, k: mode.sample(s, k, n, with_chains=longer), mesh,
                     in_shardings=(state_sh, sharding.replicated(mesh)),
                     out_shardings=sharding.batch_sharded(mesh))
   base_key = jax.random.PRNGKey(int(config.eval_seed))
   for b in range(int(config.num_eval_samples) // n):
-    yield fn(state, jax.random.fold_in(base_key, b))
+    key = jax.random.fold_in(base_key, b)
+    out = fn(state, key)
+    if longer:
+      z, y = out.pop('z'), out.pop('y')
+      out.update(long_run.continue_chains(mode, state, z, y, jax.random.fold_in(key, 1),
+                                          factors, bool(config.use_ema), mesh))
+    yield out
 
 
 def batched_apply(fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch: int,
@@ -314,12 +339,81 @@ def energy_fn(mode, state, mesh) -> Callable[[jax.Array], jax.Array]:
 # ------------------------------------------------------------------ outputs
 
 
-def default_eval_name(config, info: Dict) -> str:
-  """`<exp_name>_<raw|ema>_step<step>_seed<eval_seed>` (`..._imported_seed<s>`)."""
+def sampler_settings(config, sampler: Optional[langevin.Settings] = None) -> Dict[str, Any]:
+  """The sampler of `config` (a ConfigDict or a run's `config.json` dict; `sampler`:
+  its `langevin.Settings` when already built, e.g. `mode.sampler`) as `{key: value}`:
+  the Langevin settings and the chains' initial scales, without the keys that only
+  schedule the work (`SCHEDULING_KEYS`)."""
+  sampler = sampler or langevin.Settings.from_config(config)
+  out = {k: v for k, v in sampler.to_dict().items() if k not in SCHEDULING_KEYS}
+  out.update(init_scale_latent=float(config.get('init_scale_latent', 1.0)),
+             init_scale_res=float(config.get('init_scale_res', 0.0)))
+  return json.loads(json.dumps(out))
+
+
+def evaluation_settings(config, sampler: Dict[str, Any]) -> Dict[str, Any]:
+  """Everything besides the weights that the numbers of an evaluation depend on, as
+  `results.json` records it: the sampler, the sample count and batch, the chain
+  lengths, the OOD sets, the metric's inputs and the compute dtype."""
+  return json.loads(json.dumps(dict(
+      sampler=sampler, eval_seed=int(config.eval_seed),
+      num_eval_samples=int(config.num_eval_samples),
+      eval_batch_size=int(config.eval_batch_size),
+      chain_length_factors=list(long_run.check_factors(config.chain_length_factors)),
+      ood_datasets=ood.ood_names(config), ood_split=str(config.ood_split),
+      num_ood_samples=int(config.num_ood_samples), dtype=str(config.dtype),
+      fid_weights=str(config.fid_weights), fid_stats=str(config.fid_stats),
+      split=str(config.split))))
+
+
+def short_hash(obj) -> str:
+  """6 hex digits of the SHA-256 of `obj` as sorted JSON."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  text = json.dumps(obj, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _value_label(v) -> str:
+  return f'{v:g}' if isinstance(v, float) else str(v)
+
+
+def sampler_suffix(sampler: Dict[str, Any], training: Optional[Dict[str, Any]]) -> str:
+  """The part of an evaluation's name that says how its sampler differs from the
+  training run's: '' when it does not, `_mcmc_steps60` (`_<key><value>` for one or two
+  keys), else `_sampler<short_hash>` of the differing keys."""
+  if not training:
+    return ''
+  diffs = sorted(k for k in sampler if k in training and sampler[k] != training[k])
+  if not diffs:
+    return ''
+  if len(diffs) <= 2:
+    return ''.join(f'_{k}{_value_label(sampler[k])}' for k in diffs)
+  return '_sampler' + short_hash({k: sampler[k] for k in diffs})
+
+
+def default_eval_name(config, info: Dict, sampler: Optional[Dict[str, Any]] = None) -> str:
+  """`<exp_name>_<raw|ema>_step<step>_seed<eval_seed>` (`..._imported_seed<s>`), then
+  `sampler_suffix` when the `sampler` (`sampler_settings`) is not the training run's."""
   if info['source'] == 'imported':
     return f'{config.exp_name}_imported_seed{config.eval_seed}'
   return (f'{config.exp_name}_{info["weights"]}_step{info["checkpoint_step"]}_'
-          f'seed{config.eval_seed}')
+          f'seed{config.eval_seed}' +
+          sampler_suffix(sampler or {}, info.get('training_sampler')))
+
+
+def eval_dir(workdir: epath.Path, name: str, settings: Dict[str, Any]) -> epath.Path:
+  """`workdir/eval/<name>`, or `<name>_<short_hash(settings)>` when that folder holds
+  the results of other settings (an evaluation never replaces another's numbers)."""
+  out = workdir / 'eval' / name
+  old = out / 'results.json'
+  if old.exists():
+    try:
+      same = json.loads(old.read_text()).get('settings') == settings
+    except ValueError:
+      same = True  # a results.json cut short by a crash: this evaluation redoes it
+    if not same:
+      return workdir / 'eval' / f'{name}_{short_hash(settings)}'
+  return out
 
 
 def comparison_markdown(rows: List[Dict], metric: str) -> str:
@@ -358,7 +452,10 @@ def run(config, workdir: str) -> Dict[str, Any]:
     ood.check_available(config)
   mode, state, info = load_model(config, workdir, mesh)
 
-  out_dir = workdir / 'eval' / (config.eval_name or default_eval_name(config, info))
+  sampler = sampler_settings(config, mode.sampler)
+  settings = evaluation_settings(config, sampler)
+  out_dir = eval_dir(workdir, config.eval_name or default_eval_name(config, info, sampler),
+                     settings)
   sharding.sync('hat_ebm_eval_checked')
   if is_chief:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -369,12 +466,9 @@ def run(config, workdir: str) -> Dict[str, Any]:
   logging.info('Evaluating %s weights (%s) into %s.', info['weights'], info['source'],
                out_dir)
 
-  sampler = dict(mode.sampler.to_dict(),
-                 init_scale_latent=float(config.init_scale_latent),
-                 init_scale_res=float(config.init_scale_res))
   results: Dict[str, Any] = dict(
       eval_name=out_dir.name, dataset=config.dataset, image_size=int(config.image_size),
-      model=info, metrics={},
+      model=info, metrics={}, settings=settings,
       sampling=dict(seed=int(config.eval_seed), num_samples=n,
                     batch_size=int(config.eval_batch_size),
                     num_batches=n // int(config.eval_batch_size),
@@ -413,8 +507,10 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
   n = int(config.num_eval_samples)
   keep = n if int(config.num_saved_samples) < 0 else min(n, int(config.num_saved_samples))
   need_all = metric in ('digits_fd', 'mmd')
-  kept: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
-  feats: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
+  names = ['gen', 'hat'] + [long_run.sample_name('hat', f) for f in
+                            long_run.check_factors(config.chain_length_factors)[1:]]
+  kept: Dict[str, List[np.ndarray]] = {k: [] for k in names}
+  feats: Dict[str, List[np.ndarray]] = {k: [] for k in names}
   count = 0
   t0 = time.time()
   for batch in sample_batches(mode, state, config, mesh):
@@ -458,13 +554,20 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
         floor=input_pipeline.load_array(config, floor_split, n))
     out['reference'] = dict(dataset=config.dataset, split=config.split, size=n,
                             floor_split=floor_split)
-  scores = metrics.quality(metric, config, scored, **reference)
+  scores = metrics.quality(metric, config, {k: scored[k] for k in sample_quality.PAIR},
+                           **reference)
+  extra = sample_quality.extra_scores(metric, config, scored, **reference)
+  scores.update({k[len(metric) + 1:]: v for k, v in extra.items()
+                 if k.startswith(metric + '_')})
   labels = dict(SAMPLE_ROWS, floor=FLOOR_ROWS.get(metric))
+  labels.update({k: f'G(z) + y, {k.split("_")[-1]} chains ({k.split("_")[-1][:-1]} x '
+                    f'mcmc_steps)' for k in scores if k.startswith('hat_')})
   rows = [dict(samples=labels[k], **{name: v}) for k, v in scores.items()]
   table_md = comparison_markdown(rows, name)
   logging.info('%s (%s, %d samples, seed %d):\n%s', name, label, n, config.eval_seed,
                table_md)
   out['metrics'] = {f'{name}_{k}': v for k, v in scores.items()}
+  out['metrics'].update({k: v for k, v in extra.items() if not k.startswith(metric + '_')})
   out['comparison'] = dict(metric=name, label=label, rows=rows)
   if is_chief:
     (out_dir / 'comparison.md').write_text(

@@ -1,13 +1,22 @@
 """Out-of-distribution detection with the energy `H(x)` (evaluation, SPEC §7).
 
-`config.ood_datasets` ('noise,shuffled,inverted' or other image datasets) names the OOD
-sets; `num_ood_samples` images of `config.ood_split` are the in-distribution set. Each
-OOD set gets an AUROC against it (`metrics.ood_auroc`, OOD = higher energy). `evaluate`
-writes `ood.json`, `ood.md`, `ood.csv` and `ood_hist.png` (`evaluate_ood`).
+`config.ood_datasets` ('noise,shuffled,inverted,constant,letters' or other image
+datasets) names the OOD sets; `num_ood_samples` images of `config.ood_split` are the
+in-distribution set. Each OOD set gets an AUROC against it (`metrics.ood_auroc`, OOD =
+higher energy), and beside it the AUROC of a simple baseline that knows only the
+training pixels: the negative log-likelihood of a Gaussian fitted to them
+(`gaussian_nll_score`). `evaluate` writes `ood.json`, `ood.md`, `ood.csv` and
+`ood_hist.png` (`evaluate_ood`).
+
+The derived sets: `noise` (uniform pixels), `shuffled` (each in-distribution image's
+pixels permuted), `inverted` (`-x`), `constant` (one grey level an image, uniform in
+`[-1, 1]`: simple images that likelihood models often score as *more* likely than the
+data), and, for digits only, `letters` (letters and symbols drawn like the digits:
+`datasets.glyphs`, as notMNIST is to MNIST).
 """
 
 import json
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 from absl import logging
@@ -16,7 +25,8 @@ from etils import epath
 from hat_ebm_jax import input_pipeline, metrics, visualize
 from hat_ebm_jax.datasets import IMAGE_DATASETS, TOY_DATASETS
 
-DERIVED_OOD = ('noise', 'shuffled', 'inverted')
+DERIVED_OOD = ('noise', 'shuffled', 'inverted', 'constant', 'letters')
+DIGITS_ONLY_OOD = ('letters',)
 
 
 def ood_names(config) -> List[str]:
@@ -32,6 +42,10 @@ def check_config(config) -> List[str]:
     raise ValueError('config.ood_datasets is for image datasets; the 2D toys have no OOD '
                      'sets. Set --config.ood_datasets=\'\'.')
   for name in names:
+    if name in DIGITS_ONLY_OOD and config.dataset != 'digits':
+      raise ValueError(f'config.ood_datasets: {name!r} is drawn like the digits and is '
+                       f'an OOD set for dataset digits only; config.dataset is '
+                       f'{config.dataset!r}. Drop it from --config.ood_datasets.')
     if name not in DERIVED_OOD + IMAGE_DATASETS or name == config.dataset:
       raise ValueError(
           f'config.ood_datasets: unknown OOD set {name!r}; give a comma-separated list '
@@ -64,7 +78,9 @@ def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
   """The OOD sets of `config.ood_datasets`, each `[<= num_ood_samples, S, S, nch]`.
 
   `noise`: uniform in `[-1, 1]`; `shuffled`: `x_in` with each image's pixels permuted;
-  `inverted`: `-x_in`; a dataset name: the first images of its `ood_split` through the
+  `inverted`: `-x_in`; `constant`: one uniform grey level an image; `letters`: glyphs
+  drawn like the digits (`datasets.glyphs.render`) through the digits' preprocessing; a
+  dataset name: the first images of its `ood_split` through the
   same preprocessing. Randomness from `default_rng([eval_seed, index of the set])`.
   """
   out = {}
@@ -76,6 +92,12 @@ def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
       out[name] = shuffle_pixels(x_in, rng)
     elif name == 'inverted':
       out[name] = -x_in
+    elif name == 'constant':
+      levels = rng.uniform(-1.0, 1.0, (len(x_in), 1, 1, 1))
+      out[name] = np.broadcast_to(levels, x_in.shape).astype(np.float32)
+    elif name == 'letters':
+      from hat_ebm_jax.datasets import digits, glyphs  # pylint: disable=g-import-not-at-top
+      out[name] = digits.to_model_images(glyphs.render(len(x_in), rng), x_in.shape[1])
     else:
       other = config.copy_and_resolve_references()
       with other.unlocked():
@@ -85,27 +107,56 @@ def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
   return out
 
 
-def ood_table(energy_in: np.ndarray, energies: Dict[str, np.ndarray]) -> Dict[str, Dict]:
-  """Per OOD set: AUROC (OOD = higher energy), its size and mean energy."""
-  return {name: dict(auroc=metrics.ood_auroc(energy_in, e), n=int(e.size),
-                     mean_energy=float(np.mean(e)), std_energy=float(np.std(e)))
-          for name, e in energies.items()}
+def gaussian_nll_score(x_train: np.ndarray,
+                       shrinkage: float = 1e-2) -> Callable[[np.ndarray], np.ndarray]:
+  """The baseline OOD score: `x [N, ...] -> [N]`, the negative log-likelihood (up to a
+  constant) of a full-covariance Gaussian fitted to `x_train [M, ...]` (its covariance
+  shrunk toward `shrinkage` x its mean variance, so that it is invertible for
+  `M < dim`). Higher = more OOD, as the energy."""
+  flat = x_train.reshape(len(x_train), -1).astype(np.float64)
+  mean = flat.mean(0)
+  cov = np.cov(flat, rowvar=False)
+  cov += shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+  precision = np.linalg.inv(cov)
+
+  def score(x: np.ndarray) -> np.ndarray:
+    d = x.reshape(len(x), -1).astype(np.float64) - mean
+    return 0.5 * np.einsum('ni,ij,nj->n', d, precision, d)
+
+  return score
+
+
+def ood_table(energy_in: np.ndarray, energies: Dict[str, np.ndarray],
+              baseline_in: Optional[np.ndarray] = None,
+              baselines: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Dict]:
+  """Per OOD set: AUROC (OOD = higher energy), its size and mean energy; with
+  `baseline_in`/`baselines` (the same sets' baseline scores) also `auroc_baseline`."""
+  table = {name: dict(auroc=metrics.ood_auroc(energy_in, e), n=int(e.size),
+                      mean_energy=float(np.mean(e)), std_energy=float(np.std(e)))
+           for name, e in energies.items()}
+  if baselines is not None:
+    for name, b in baselines.items():
+      table[name]['auroc_baseline'] = metrics.ood_auroc(baseline_in, b)
+  return table
 
 
 def ood_markdown(in_name: str, n_in: int, mean_in: float, table: Dict) -> str:
   """`ood_table` as a Markdown table, the in-distribution set in the AUROC header."""
+  base = any('auroc_baseline' in v for v in table.values())
   lines = [f'| OOD set | n | mean H(x) | AUROC vs {in_name} (n={n_in}, mean H(x) '
-           f'{mean_in:.4g}) |', '| --- | --- | --- | --- |']
+           f'{mean_in:.4g}) |' + (' baseline AUROC (Gaussian NLL) |' if base else ''),
+           '| --- | --- | --- | --- |' + (' --- |' if base else '')]
   lines += [f'| {k} | {v["n"]} | {v["mean_energy"]:.4g} | {v["auroc"]:.4f} |'
+            + (f' {v["auroc_baseline"]:.4f} |' if base else '')
             for k, v in table.items()]
   return '\n'.join(lines) + '\n'
 
 
 def ood_csv(in_name: str, table: Dict) -> str:
   """`ood_table` as CSV: in_distribution, ood_set, n, mean_energy, auroc."""
-  rows = ['in_distribution,ood_set,n,mean_energy,auroc']
-  rows += [f'{in_name},{k},{v["n"]},{v["mean_energy"]:.6g},{v["auroc"]:.6f}'
-           for k, v in table.items()]
+  rows = ['in_distribution,ood_set,n,mean_energy,auroc,auroc_baseline']
+  rows += [f'{in_name},{k},{v["n"]},{v["mean_energy"]:.6g},{v["auroc"]:.6f},'
+           f'{v.get("auroc_baseline", float("nan")):.6f}' for k, v in table.items()]
   return '\n'.join(rows) + '\n'
 
 
@@ -113,7 +164,8 @@ def evaluate_ood(config, out_dir: epath.Path, energy: Callable[[np.ndarray], np.
                  weights: str, is_chief: bool) -> Dict[str, Any]:
   """Energies `energy(x) -> [N]` of the in-distribution set and of each OOD set, their
   table (also as `results['ood']`), and on the chief `ood.json`, `ood.md`, `ood.csv`,
-  `ood_hist.png` in `out_dir`. Raises FloatingPointError for non-finite energies."""
+  `ood_hist.png` in `out_dir`. The baseline (`gaussian_nll_score`) is fitted to the first
+  10,000 images of `train`. Raises FloatingPointError for non-finite energies."""
   x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
   sets = ood_sets(config, x_in)
   e_in = energy(x_in)
@@ -122,7 +174,9 @@ def evaluate_ood(config, out_dir: epath.Path, energy: Callable[[np.ndarray], np.
   if bad:
     raise FloatingPointError(f'Non-finite energies for {bad}: the EBM diverged.')
   in_name = f'{config.dataset}/{config.ood_split}'
-  table = ood_table(e_in, energies)
+  baseline = gaussian_nll_score(input_pipeline.load_array(config, 'train', 10000))
+  table = ood_table(e_in, energies, baseline(x_in),
+                    {k: baseline(v) for k, v in sets.items()})
   md = ood_markdown(in_name, len(e_in), float(np.mean(e_in)), table)
   logging.info('OOD detection by energy:\n%s', md)
   result = dict(in_distribution=dict(dataset=config.dataset, split=config.ood_split,

@@ -11,7 +11,8 @@ Pretrained weights (`config.gen_weights`, `config.ebm_weights`) may be any of:
   * a directory written by `save_pretrained` (this command, `hat_ebm_jax.toy`);
   * a TF checkpoint prefix of the authors' code (`.../ckpt`, with `ckpt.index` beside);
   * an autoencoder run's workdir (its latest checkpoint's decoder: how retrofit is
-    chained after `cifar10_ae`).
+    chained after `cifar10_ae`), or a synthesis run's workdir (its latest checkpoint's
+    generator, raw weights: how `configs/digits_refine.py` refines the digits default).
 """
 
 import json
@@ -41,6 +42,11 @@ def save_pretrained(out_dir: str, net: str, net_kwargs: Dict, variables: Dict) -
   return str(out)
 
 
+# The generator a training run's workdir provides, by the run's mode: the autoencoder's
+# decoder (retrofit) or the synthesis run's generator (refinement).
+RUN_GENERATORS = {'autoencoder': 'dec', 'synthesis': 'gen'}
+
+
 def load_pretrained(path: str, module, name: str) -> Dict:
   """Variables (host numpy) for `module` (net `name`) from any of the three sources.
 
@@ -62,20 +68,21 @@ def load_pretrained(path: str, module, name: str) -> Dict:
     what = f'TF checkpoint {path}'
   elif (p / 'config.json').exists() and (p / 'checkpoints').exists():
     saved = json.loads((p / 'config.json').read_text())
-    if saved.get('mode') != 'autoencoder':
+    net = RUN_GENERATORS.get(saved.get('mode'))
+    if net is None:
       raise cli.user_error(ValueError(
-          f'{path} is a {saved.get("mode")} run, not an autoencoder run; only an '
-          'autoencoder workdir provides a generator (its decoder).'))
+          f'{path} is a {saved.get("mode")} run; only an autoencoder run (its decoder) '
+          'or a synthesis run (its generator) provides a generator.'))
     raw = checkpointing.restore_raw(p)
-    v = {'params': raw['params']['dec']}
-    if raw['batch_stats'].get('dec'):
-      v['batch_stats'] = raw['batch_stats']['dec']
-    what = f'Autoencoder run {path} (decoder)'
+    v = {'params': raw['params'][net]}
+    if raw['batch_stats'].get(net):
+      v['batch_stats'] = raw['batch_stats'][net]
+    what = f'{saved["mode"].capitalize()} run {path} ({net}, raw weights)'
   else:
     raise cli.user_error(FileNotFoundError(
         f'No pretrained weights at {path!r}. Give a directory written by '
         '`python -m hat_ebm_jax.pretrained`, a TF checkpoint prefix (.../ckpt with '
-        'ckpt.index beside it), or an autoencoder run\'s workdir.'))
+        'ckpt.index beside it), or the workdir of an autoencoder or synthesis run.'))
   with cli.user_errors(ValueError):
     convert.check_tree_matches(expected, v, what)
   return jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(v))

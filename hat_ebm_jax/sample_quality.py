@@ -61,7 +61,8 @@ def extra_scores(metric: str, config, samples: Mapping[str, np.ndarray],
   """`{f'{metric}_{name}': score}` for the sets of `samples` other than `gen` and `hat`
   (scored by `metrics.quality`), and on digits `{f'digits_pca_fd_{name}': score}` for
   every set and the floor. `reference`: what `metrics.quality` takes (`true` points for
-  'mmd'). 'fid' scores no extra sets here (evaluation scores features, not images)."""
+  'mmd', the `reference` statistics `(mu, sigma)` for 'fid', whose `samples` are
+  Inception features as `metrics.fid_quality` takes them)."""
   extra = {k: v for k, v in samples.items() if k not in PAIR}
   out: Dict[str, float] = {}
   if metric == 'digits_fd':
@@ -71,4 +72,8 @@ def extra_scores(metric: str, config, samples: Mapping[str, np.ndarray],
                 digits_pca_fd_table(samples, config.image_size).items()})
   elif metric == 'mmd':
     out.update({f'mmd_{k}': metrics.mmd(v, reference['true']) for k, v in extra.items()})
+  elif metric == 'fid' and extra:  # `samples` are Inception features, as fid_quality's
+    out.update({f'fid_{k}': metrics.frechet_distance(*metrics.feature_statistics(v),
+                                                     *reference['reference'])
+                for k, v in extra.items()})
   return {k: float(v) for k, v in out.items()}

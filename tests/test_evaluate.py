@@ -25,8 +25,8 @@ REPO = os.path.dirname(CONFIGS)
 # cores). Its evaluation uses the same architecture keys.
 TRAIN = dict(num_training_steps=60, batch_size=32, mcmc_steps=10, checkpoint_freq=30,
              plot_freq=10000, log_freq=30, num_final_samples=32, final_metrics=False)
-EVAL = dict(batch_size=32, mcmc_steps=10, num_eval_samples=256, eval_batch_size=64,
-            num_saved_samples=100)
+EVAL = dict(mcmc_steps=10, num_eval_samples=256, eval_batch_size=64,
+            num_saved_samples=100, chain_length_factors=(1,))
 
 
 def eval_digits(**overrides):
@@ -78,7 +78,7 @@ def test_ood_table_is_written_as_json_markdown_csv_and_a_histogram(first_eval, r
   md = (out / 'ood.md').read_text()
   assert '| shuffled |' in md and 'AUROC' in md
   csv = (out / 'ood.csv').read_text().splitlines()
-  assert csv[0] == 'in_distribution,ood_set,n,mean_energy,auroc'
+  assert csv[0] == 'in_distribution,ood_set,n,mean_energy,auroc,auroc_baseline'
   assert {row.split(',')[1] for row in csv[1:]} == {'noise', 'shuffled', 'inverted'}
   assert (out / 'ood_hist.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -237,6 +237,61 @@ def test_a_tiny_run_is_evaluated_from_its_checkpoint_and_left_untouched(tmp_path
     assert (out / name).stat().st_size > 0, name
   assert json.loads((out / 'results.json').read_text())['metrics'] == r['metrics']
   assert [f for f in snapshot(run) if not f[0].startswith('eval/')] == before
+
+
+@pytest.mark.slow
+def test_other_sampler_settings_go_to_a_folder_named_for_them(first_eval, run_dir):
+  results, _ = first_eval
+  assert results['eval_name'] == 'eval_digits_raw_step60_seed0'  # the run's sampler
+  assert results['settings']['sampler']['mcmc_steps'] == 10
+  longer = evaluate.run(eval_digits(mcmc_steps=30, ood_datasets=''), str(run_dir))
+  assert longer['eval_name'] == 'eval_digits_raw_step60_seed0_mcmc_steps30'
+  assert longer['settings']['sampler']['mcmc_steps'] == 30
+  hot = evaluate.run(eval_digits(mcmc_temp=1e-4, epsilon=1e-3, init_scale_res=0.1,
+                                 num_eval_samples=64, ood_datasets=''), str(run_dir))
+  assert hot['eval_name'].startswith('eval_digits_raw_step60_seed0_sampler')
+  assert len(hot['eval_name']) == len('eval_digits_raw_step60_seed0_sampler') + 6
+
+
+@pytest.mark.slow
+def test_an_evaluation_never_replaces_the_numbers_of_other_settings(first_eval, run_dir):
+  results, _ = first_eval
+  first = run_dir / 'eval' / results['eval_name'] / 'results.json'
+  kept = first.read_text()
+  fewer = evaluate.run(eval_digits(num_eval_samples=128, ood_datasets=''), str(run_dir))
+  assert fewer['eval_name'].startswith(results['eval_name'] + '_')
+  assert first.read_text() == kept
+  again = evaluate.run(eval_digits(num_eval_samples=128, ood_datasets=''), str(run_dir))
+  assert again['eval_name'] == fewer['eval_name']  # the same settings: the same folder
+
+
+@pytest.mark.slow
+def test_longer_chains_are_scored_and_drawn_beside_the_training_length(run_dir):
+  r = evaluate.run(eval_digits(chain_length_factors=(1, 2), num_eval_samples=128,
+                               ood_datasets='', eval_name='lengths'), str(run_dir))
+  m = r['metrics']
+  assert {'digits_fd_hat', 'digits_fd_hat_2x', 'digits_pca_fd_hat',
+          'digits_pca_fd_hat_2x', 'digits_pca_fd_floor'} <= set(m)
+  assert m['digits_fd_hat_2x'] != m['digits_fd_hat']
+  out = run_dir / 'eval' / 'lengths'
+  assert (out / 'hat_2x.png').stat().st_size > 0
+  assert '2x chains' in (out / 'comparison.md').read_text()
+  with np.load(out / 'samples.npz') as saved:
+    assert saved['hat_2x'].shape == saved['hat'].shape
+
+
+def test_a_run_of_another_seed_is_evaluated_without_repeating_its_training_flags(
+    tmp_path):
+  run = tmp_path / 'run'
+  train.run(tiny('synthesis', num_training_steps=1, seed=3, batch_size=16,
+                 persistent_size=32, ebm_lr_info=[[3e-4, 0]]), str(run))
+  r = evaluate.run(tiny('evaluate', num_eval_samples=16, eval_batch_size=8,
+                        ood_datasets=''), str(run))  # seed 0, batch 8 in the config
+  assert r['model']['checkpoint_step'] == 1
+  assert np.isfinite(r['metrics']['digits_fd_hat'])
+  with pytest.raises(checkpointing.ConfigMismatchError, match='ebm_ngf'):
+    evaluate.run(tiny('evaluate', num_eval_samples=16, eval_batch_size=8,
+                      ood_datasets='', ebm_ngf=16), str(run))
 
 
 @pytest.mark.slow

@@ -143,6 +143,28 @@ def test_autoencoder_trains_with_a_test_loss_and_its_decoder_drives_retrofit(tmp
   assert 'z_norm' in result
 
 
+def test_final_metrics_score_raw_and_ema_weights_at_every_chain_length(tmp_path):
+  result = train.run(tiny(final_metrics=True, chain_length_factors=(1, 2),
+                          num_final_samples=32), str(tmp_path))
+  names = [f'digits_fd_{k}' for k in ('floor', 'gen', 'hat', 'hat_2x', 'gen_ema',
+                                        'hat_ema', 'hat_ema_2x')]
+  assert set(names) <= set(result)  # and the second judge beside each
+  assert {n.replace('digits_fd', 'digits_pca_fd') for n in names} <= set(result)
+  assert result['digits_fd_hat_ema'] != result['digits_fd_hat']
+  with np.load(tmp_path / 'samples' / 'final.npz') as final:
+    assert final['hat_ema_2x'].shape == final['hat'].shape == (32, 16, 16, 1)
+
+
+def test_a_synthesis_run_provides_the_generator_that_joint_mode_refines(tmp_path):
+  synth, refine = tmp_path / 'synth', tmp_path / 'refine'
+  train.run(tiny(num_training_steps=1), str(synth))
+  result = train.run(tiny('joint', gen_weights=str(synth), num_training_steps=2),
+                     str(refine))
+  assert result['step'] == 2 and result['grad_norm_latent'] > 0
+  gen = checkpointing.restore_raw(refine)['frozen']['gen']['params']
+  assert max_rel_diff_per_tensor(gen, checkpointing.restore_raw(synth)['params']['gen']) == 0
+
+
 def test_joint_mode_without_generator_weights_is_refused(tmp_path):
   with pytest.raises(ValueError, match='gen_weights'):
     train.run(tiny('joint'), str(tmp_path / 'w'))

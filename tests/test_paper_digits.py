@@ -1,0 +1,66 @@
+"""benchmarks/paper_digits.py: the suite runs every stage on tiny settings, resumes
+without redoing what is done, and writes one table in the paper's form with its grids.
+(The figures of the real sweep are a benchmark, not a test: nothing here asserts one.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import paper_digits
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_suite(root, *flags):
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  return subprocess.run([sys.executable, '-m', 'benchmarks.paper_digits', f'--root={root}',
+                         *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=1800)
+
+
+@pytest.mark.slow
+def test_the_suite_runs_every_stage_resumes_and_writes_the_table(tmp_path):
+  root = tmp_path / 'suite'
+  proc = run_suite(root, '--seeds=0', '--jobs=2', '--smoke')
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  for stage in paper_digits.STAGES:
+    assert os.path.exists(paper_digits.result_file(str(root), 0, stage)), stage
+  md = (root / 'paper_digits.md').read_text()
+  for label in ('G(z) + y / floor', 'EMA weights', 'chains 3x as long', 'refinement: change',
+                'retrofit: change', 'OOD AUROC by energy: letters', 'Gaussian-NLL baseline'):
+    assert label in md, label
+  figures = json.loads((root / 'paper_digits.json').read_text())['0']
+  assert np.isfinite(figures['refine_change']) and np.isfinite(figures['ood_letters'])
+  for grid in ('digits_hat', 'refine_gen', 'refine_hat', 'retrofit_gen', 'retrofit_hat',
+               'ood_letters'):
+    assert (root / 'grids' / f'{grid}.png').stat().st_size > 0, grid
+  # Everything done: a second call runs nothing and gives the same table.
+  again = run_suite(root, '--seeds=0', '--smoke')
+  assert again.returncode == 0 and '[paper_digits] seed' not in again.stdout
+  assert (root / 'paper_digits.md').read_text() == md
+
+
+def test_the_table_gives_mean_std_worst_and_every_seed():
+  figures = {0: dict(digits_fd_hat=4.0, digits_fd_floor=4.0),
+             1: dict(digits_fd_hat=6.0, digits_fd_floor=4.0)}
+  md = paper_digits.table(figures)
+  assert '| digits_fd, G(z) + y (Hat EBM, raw weights) | 5.00 ± 1.00 | 6.00 | 4.00 | 6.00 |' in md
+  assert 'refinement' not in md  # rows without figures are left out
+
+
+def test_grids_are_upscaled_by_nearest_neighbour():
+  images = np.linspace(-1, 1, 4 * 16 * 16).reshape(4, 16, 16, 1).astype(np.float32)
+  small = paper_digits.upscaled_grid(images, scale=1)
+  big = paper_digits.upscaled_grid(images, scale=4)
+  assert big.shape == (small.shape[0] * 4, small.shape[1] * 4, 1)
+  assert np.array_equal(big[::4, ::4], small)
+
+
+def test_bad_seeds_are_refused_in_one_line(tmp_path):
+  proc = run_suite(tmp_path, '--seeds=a,b')
+  assert proc.returncode != 0 and 'comma-separated integers' in proc.stderr
+  assert 'Traceback' not in proc.stderr
