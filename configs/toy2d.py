@@ -70,7 +70,7 @@ def get_config(arg: str = ''):
   c.gen_lr_info = [[1e-3, 0]]
   c.ebm_opt_decay = c.gen_opt_decay = 0.999
   c.data_epsilon = 1e-2
-  # Langevin (SPEC §3) at toy scale, see the module docstring.
+  # Langevin (docs/algorithm.md §3) at toy scale, see the module docstring.
   c.mcmc_steps = 50
   c.mcmc_temp = 0.1
   c.epsilon = 0.1
