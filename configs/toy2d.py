@@ -5,7 +5,7 @@
     # another density: eight_gaussians | two_rings | checkerboard | pinwheel
     python -m hat_ebm_jax.main --config=configs/toy2d.py:pinwheel --workdir=/tmp/toy_pw
     # refinement of a deliberately weak pretrained generator (joint mode, z and y move):
-    python -m hat_ebm_jax.toy --dataset=eight_gaussians --out=/tmp/weak_gen
+    python -m hat_ebm_jax.toy --config=configs/toy2d.py:refine --out=/tmp/weak_gen
     python -m hat_ebm_jax.main --config=configs/toy2d.py:refine \\
         --config.gen_weights=/tmp/weak_gen --workdir=/tmp/toy_refine
 
