@@ -774,7 +774,8 @@ def test_digits_quickstart_writes_what_the_docs_list(digits_run):
       assert x.dtype == np.float32 and x.shape == (64, 16, 16, 1), kind
       assert np.all(np.isfinite(x)), kind
   metrics = json.loads((digits_run / 'final_metrics.json').read_text())
-  assert set(metrics) == {'digits_fd_floor', 'digits_fd_gen', 'digits_fd_hat'}
+  # at least these three (issue 22 adds longer chains and the EMA weights beside them)
+  assert {'digits_fd_floor', 'digits_fd_gen', 'digits_fd_hat'} <= set(metrics)
   assert 0 < metrics['digits_fd_floor'] < 10  # held-out real digits (docs/training.md: 4.05)
   assert all(np.isfinite(v) for v in metrics.values())
 
