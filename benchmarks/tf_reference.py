@@ -7,8 +7,8 @@ What it measures and why: the authors' TF2 code is said to take 0.29 s per synth
 Langevin step and 0.66 s per joint step at batch 16 with the 32 px paper nets
 (`ebm_sngan32` / `gen_sngan32`, ngf 256), on an unknown machine. To compare the JAX port
 with TensorFlow on *this* machine, this script rebuilds the two 32 px nets in Keras
-(SPEC §2, random glorot-uniform weights: only the speed matters here) and times the
-sampler of SPEC §3 the way the original runs it: one `tf.function` around the whole
+(docs/algorithm.md §2, random glorot-uniform weights: only the speed matters here) and times the
+sampler of docs/algorithm.md §3 the way the original runs it: one `tf.function` around the whole
 sampler, networks called with `training=False`, gradients from `tf.GradientTape`.
 
 * `synthesis`: residual-only Langevin; by default `G(z)` is computed once, before the loop
@@ -94,7 +94,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   return args
 
 
-# --- networks (SPEC §2) -----------------------------------------------------------------
+# --- networks (docs/algorithm.md §2) -------------------------------------------------------------
 # Layer names are those of the original checkpoints, so `load_checkpoint` can read them.
 
 def _conv(filters: int, size: int, name: str) -> keras.layers.Conv2D:
@@ -206,7 +206,7 @@ def load_checkpoint(model: keras.Model, path: str) -> None:
     v.assign(reader.get_tensor(key))
 
 
-# --- the sampler (SPEC §3) --------------------------------------------------------------
+# --- the sampler (docs/algorithm.md §3) ----------------------------------------------------------
 
 def _sum_energy(ebm, x, temp: float):
   return tf.reduce_sum(ebm(x, training=False)) / temp
@@ -259,7 +259,7 @@ def _loop(step_fn, state, steps: int, loop: str):
 def make_sampler(ebm, gen, kind: str, steps: int, loop: str, synthesis_gen: str = 'once',
                  settings: Optional[Dict[str, Any]] = None):
   """`run(z, y) -> (z, y, grad_norm_latent, grad_norm_res, images, images_init)`, a
-  `tf.function`. `settings`: SPEC §3 keys (default SYNTHESIS or JOINT)."""
+  `tf.function`. `settings`: docs/algorithm.md §3 keys (default SYNTHESIS or JOINT)."""
   zero = tf.constant(0.0)
 
   @tf.function

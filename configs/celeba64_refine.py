@@ -1,9 +1,9 @@
-"""CelebA 64 px refinement of a pretrained SN-GAN (paper: FID 5.98). SPEC §6.
+"""CelebA 64 px refinement of a pretrained SN-GAN (paper: FID 5.98). docs/algorithm.md §8.
 
 Needs `--config.gen_weights=` the SN-GAN generator.
 
 `configs/celeba64_refine.py:eval` evaluates a run or imported weights (paper: FID 5.98
-± 0.02; SN-GAN alone 6.13, the `G(z)` row of the comparison table), SPEC §7
+± 0.02; SN-GAN alone 6.13, the `G(z)` row of the comparison table), docs/algorithm.md §9
 (`config_lib.evaluation_config`). Sampling: 125 Langevin steps on `z` and `y` from
 `z ~ N(0, I)`, `y = 0`, `epsilon = 0.0001`, `epsilon_latent = 0.005`, `T = 1e-06`,
 `tau_res = 0`. `--config.data_dir=TFDS_DIR` for the prepared dataset.
@@ -13,7 +13,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = ''):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'celeba64_refine'
   c.mode = 'joint'

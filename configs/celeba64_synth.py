@@ -1,7 +1,7 @@
-"""CelebA 64 px synthesis (paper: FID 11.57). SPEC §6.
+"""CelebA 64 px synthesis (paper: FID 11.57). docs/algorithm.md §8.
 
 `configs/celeba64_synth.py:eval` evaluates a run or imported weights (paper: FID 11.57
-± 0.04), SPEC §7 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 100
+± 0.04), docs/algorithm.md §9 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 100
 Langevin steps on `y` from `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `T = 1e-08`.
 `--config.data_dir=TFDS_DIR` for the prepared dataset.
 """
@@ -10,7 +10,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = ''):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'celeba64_synth'
   c.mode = 'synthesis'

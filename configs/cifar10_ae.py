@@ -1,5 +1,5 @@
 """CIFAR-10 deterministic autoencoder, the generator of retrofit: 100 epochs of 499 steps
-at batch 128, test loss over 99 batches each epoch. SPEC §4, §6."""
+at batch 128, test loss over 99 batches each epoch. docs/algorithm.md §6, §8."""
 
 from hat_ebm_jax import config_lib
 

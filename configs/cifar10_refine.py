@@ -1,10 +1,10 @@
-"""CIFAR-10 refinement of a pretrained SN-GAN (paper: FID 14.04). SPEC §6.
+"""CIFAR-10 refinement of a pretrained SN-GAN (paper: FID 14.04). docs/algorithm.md §8.
 
 Needs `--config.gen_weights=` the SN-GAN generator (converted with hat_ebm_jax.pretrained, or
 the authors' TF checkpoint prefix).
 
 `configs/cifar10_refine.py:eval` evaluates a run or imported weights (paper: FID 14.04
-± 0.11; SN-GAN alone 18.58, the `G(z)` row of the comparison table), SPEC §7
+± 0.11; SN-GAN alone 18.58, the `G(z)` row of the comparison table), docs/algorithm.md §9
 (`config_lib.evaluation_config`). Sampling: 350 Langevin steps on `z` and `y` from
 `z ~ N(0, I)`, `y = 0`, `epsilon = 0.0001`, `epsilon_latent = 0.005`, `T = 0.001`,
 `tau_res = 8`.
@@ -14,7 +14,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = ''):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'cifar10_refine'
   c.mode = 'joint'

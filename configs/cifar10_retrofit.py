@@ -1,11 +1,11 @@
 """CIFAR-10 retrofit: a Hat EBM on a deterministic autoencoder's decoder (paper: FID 26.01).
 
 Run `configs/cifar10_ae.py` first, then pass its workdir: `--config.gen_weights=runs/ae`.
-SPEC §6.
+docs/algorithm.md §8.
 
 `configs/cifar10_retrofit.py:eval` evaluates a run or imported weights (paper: FID
-26.01), SPEC §7 (`config_lib.evaluation_config`). Sampling: 125 Langevin steps on `z` and
-`y` from `z ~ N(0, I)`, `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `epsilon_latent = 0.001`,
+26.01), docs/algorithm.md §9 (`config_lib.evaluation_config`). Sampling: 125 Langevin
+steps on `z` and `y` from `z ~ N(0, I)`, `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `epsilon_latent = 0.001`,
 `T = 0.001`, `tau_res = 50`.
 """
 
@@ -13,7 +13,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = ''):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'cifar10_retrofit'
   c.mode = 'joint'

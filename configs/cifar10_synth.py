@@ -1,7 +1,7 @@
-"""CIFAR-10 32 px synthesis (paper: FID 19.30). SPEC §6.
+"""CIFAR-10 32 px synthesis (paper: FID 19.30). docs/algorithm.md §8.
 
 `configs/cifar10_synth.py:eval` evaluates a run or imported weights (paper: FID 19.30
-± 0.15), SPEC §7 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 125
+± 0.15), docs/algorithm.md §9 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 125
 Langevin steps on `y` from `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `T = 0.001` (the
 original's generic evaluation config).
 """
@@ -10,7 +10,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = ''):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'cifar10_synth'
   c.mode = 'synthesis'

@@ -1,7 +1,7 @@
-"""ImageNet 128 px synthesis (paper: FID 40.24), 300k steps. SPEC §6.
+"""ImageNet 128 px synthesis (paper: FID 40.24), 300k steps. docs/algorithm.md §8.
 
 `configs/imagenet128.py:eval` evaluates a run or imported weights (paper: FID 40.24
-± 0.18), SPEC §7 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 150
+± 0.18), docs/algorithm.md §9 (`config_lib.evaluation_config`). Sampling: `z ~ N(0, I)` fixed, 150
 Langevin steps on `y` from `y = 0.01 N(0, I)`, `epsilon = 0.0005`, `T = 1e-08`.
 `--config.data_dir=TFDS_DIR` for the prepared dataset.
 """
@@ -10,7 +10,7 @@ from hat_ebm_jax import config_lib
 
 
 def get_config(arg: str = '', ngf: int = 1024):
-  """The training config; `arg='eval'` its evaluation config (SPEC §7)."""
+  """The training config; `arg='eval'` its evaluation config (docs/algorithm.md §9)."""
   c = config_lib.base_config()
   c.exp_name = 'imagenet128'
   c.mode = 'synthesis'

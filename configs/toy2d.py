@@ -5,7 +5,7 @@
     # another density: eight_gaussians | two_rings | checkerboard | pinwheel
     python -m hat_ebm_jax.main --config=configs/toy2d.py:pinwheel --workdir=/tmp/toy_pw
     # refinement of a deliberately weak pretrained generator (joint mode, z and y move):
-    python -m hat_ebm_jax.toy --dataset=eight_gaussians --out=/tmp/weak_gen
+    python -m hat_ebm_jax.toy --config=configs/toy2d.py:refine --out=/tmp/weak_gen
     python -m hat_ebm_jax.main --config=configs/toy2d.py:refine \\
         --config.gen_weights=/tmp/weak_gen --workdir=/tmp/toy_refine
 
@@ -70,7 +70,7 @@ def get_config(arg: str = ''):
   c.gen_lr_info = [[1e-3, 0]]
   c.ebm_opt_decay = c.gen_opt_decay = 0.999
   c.data_epsilon = 1e-2
-  # Langevin (SPEC §3) at toy scale, see the module docstring.
+  # Langevin (docs/algorithm.md §3) at toy scale, see the module docstring.
   c.mcmc_steps = 50
   c.mcmc_temp = 0.1
   c.epsilon = 0.1

@@ -16,7 +16,7 @@ MODES = ('synthesis', 'joint', 'autoencoder', 'evaluate')
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by all experiments (SPEC §6 'Common')."""
+  """Defaults shared by all experiments (docs/algorithm.md §8 'Common')."""
   c = ml_collections.ConfigDict()
   # --- run
   c.mode = 'synthesis'  # new: synthesis | joint | autoencoder | evaluate
@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_training_steps = 50000
   c.batch_size = 128  # global batch over all devices and hosts
-  # --- data (SPEC §5)
+  # --- data (docs/algorithm.md §7)
   c.dataset = 'cifar10'  # new: tfds name, 'digits', or a 2D toy name
   c.data_dir = ''  # new: tfds data_dir ('' = tfds default); gs:// allowed
   c.split = 'train'  # new
@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.random_crop = False  # new: ImageNet-style random square crop
   c.shuffle_buffer = 10000  # new
   c.data_epsilon = 1e-3
-  # --- networks (SPEC §2)
+  # --- networks (docs/algorithm.md §2)
   c.ebm_type = 'ebm_sngan32'
   c.ebm_ngf = 256
   c.gen_type = 'gen_sngan32'
@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = 'float32'  # new: network compute dtype (bfloat16 for TPU mixed precision)
   c.conv_algorithm = 'auto'  # new: 3x3 convs: 'auto' (Winograd where faster on CPU) | 'direct' | 'winograd'
   c.gen_weights = ''  # new: pretrained generator for joint mode (see checkpointing)
-  # --- Langevin (SPEC §3)
+  # --- Langevin (docs/algorithm.md §3)
   c.mcmc_steps = 50
   c.mcmc_temp = 1e-8
   c.epsilon = 5e-4
@@ -60,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mcmc_update = 'sequential'  # new: 'sequential' (paper) | 'simultaneous' (opt-in)
   c.init_scale_latent = 1.0
   c.init_scale_res = 0.0
-  # --- optimisation (SPEC §4)
+  # --- optimisation (docs/algorithm.md §5)
   c.ebm_lr_info = [[1e-4, 0]]
   c.gen_lr_info = [[1e-4, 0]]
   c.inf_lr_info = [[1e-4, 0]]  # new: encoder learning rate (autoencoder)
@@ -89,14 +89,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_final_samples = 256  # new: samples written to samples/final.npz
   c.final_metrics = False  # new: compute digits_fd / MMD at the end of training
   c.chain_length_factors = (1,)  # new: final metrics/evaluation also at these x mcmc_steps (long_run)
-  # --- evaluation (mode 'evaluate': evaluate.py, SPEC §7)
+  # --- evaluation (mode 'evaluate': evaluate.py, docs/algorithm.md §9)
   c.eval_model_mode = ''  # new: nets of synthesis | joint ('' = from the run's config.json)
   c.eval_ckpt_dir = ''  # new: training workdir to evaluate ('' = --workdir itself)
   c.eval_ckpt_step = ml_collections.config_dict.placeholder(int)  # new: None = latest
   c.ebm_weights = ''  # new: imported EBM (TF prefix or convert dir), with gen_weights
   c.eval_name = ''  # new: WORKDIR/eval/<eval_name> ('' = <exp_name>_<weights>_step_seed)
   c.eval_seed = 0  # new: seed of the latents, Langevin noise and derived OOD sets
-  c.num_eval_samples = 49920  # new: 520 x 96 = SPEC §7; fewer is a labelled proxy; 0: none
+  c.num_eval_samples = 49920  # new: 520 x 96 (docs/algorithm.md §9); fewer: a proxy; 0: none
   c.eval_batch_size = 96  # new: global sampling batch, split over all devices
   c.num_saved_samples = 1000  # new: samples of each kind kept in samples.npz (-1 = all)
   c.fid_weights = ''  # new: FID Inception .npz (python -m hat_ebm_jax.fid.convert_weights)
@@ -107,7 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-# SPEC §7's FID protocol: 520 batches of 96 samples, sampled unclipped. The original's
+# docs/algorithm.md §9's FID protocol: 520 batches of 96 samples, sampled unclipped. The original's
 # evaluation configs name the residual clip `clip_langevin_grad` / `max_langevin_norm`,
 # which its sampler does not read, so its evaluation sampling ran unclipped.
 PAPER_EVALUATION = dict(clip_langevin_grad_res=False, num_eval_samples=49920,
@@ -118,7 +118,7 @@ def evaluation_config(c: ml_collections.ConfigDict, **settings) -> ml_collection
   """An experiment's training config `c` turned (in place) into its evaluation config.
 
   `configs/<experiment>.py:eval` returns it; `python -m hat_ebm_jax.main` then runs
-  `evaluate.run` (SPEC §7):
+  `evaluate.run` (docs/algorithm.md §9):
 
       # a run of configs/cifar10_synth.py (its latest checkpoint, raw weights):
       python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \\

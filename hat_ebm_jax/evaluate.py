@@ -1,5 +1,6 @@
-"""Evaluation (`config.mode = 'evaluate'`): samples with SPEC §7's settings, their quality
-(FID, `digits_fd` or MMD) for the generator alone `G(z)` and the Hat EBM `G(z) + y` of the
+"""Evaluation (`config.mode = 'evaluate'`), docs/algorithm.md §9.
+
+Samples with the paper's evaluation settings, their quality (FID, `digits_fd` or MMD) for the generator alone `G(z)` and the Hat EBM `G(z) + y` of the
 same latents, and out-of-distribution detection with the energy `H(x)`.
 
     python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \
@@ -53,7 +54,7 @@ from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.fid import stats as fid_stats
 from hat_ebm_jax.modes import base
 
-PROTOCOL_SAMPLES = 49920  # SPEC §7: 520 batches of 96
+PROTOCOL_SAMPLES = 49920  # docs/algorithm.md §9: 520 batches of 96
 EVAL_MODEL_MODES = ('synthesis', 'joint')
 # The comparison table's first row, for the metrics that have a floor.
 FLOOR_ROWS = {'digits_fd': f'real test digits (floor, n={digits.NUM_TEST})',
@@ -99,7 +100,7 @@ def quality_metric(config) -> str:
 
 
 def sample_label(n: int, metric: str = 'fid') -> str:
-  """'protocol' for FID on SPEC §7's 49,920 samples, else 'proxy_<n>' (every offline
+  """'protocol' for FID on docs/algorithm.md §9's 49,920 samples, else 'proxy_<n>' (every offline
   metric is a proxy)."""
   return 'protocol' if metric == 'fid' and n == PROTOCOL_SAMPLES else f'proxy_{n}'
 

@@ -1,4 +1,4 @@
-"""Training batches and evaluation arrays for every dataset of SPEC §5, host-local.
+"""Training batches and evaluation arrays for every dataset of docs/algorithm.md §7, host-local.
 
     create_iterator(config, ...) -> iterator of float32 numpy batches
         images: [batch_size // process_count, S, S, nch] in [-1, 1]

@@ -1,4 +1,4 @@
-"""The Langevin sampler of Hat EBM (SPEC §3): its settings, its steps, the traced loop.
+"""The Langevin sampler (docs/algorithm.md §3): its settings, its steps, the traced loop.
 
 ```
 images_init = G(z) + y
@@ -358,7 +358,7 @@ def sample(ebm_apply: Callable[[Array], Array], gen_apply: Callable[[Array], Arr
            z: Array, y: Array, key: Array, settings: SettingsLike,
            unroll: Optional[Unroll] = None,
            backend: Optional[str] = None) -> LangevinResult:
-  """Runs `mcmc_steps` Langevin steps on `(z, y)` (SPEC §3) as traced code.
+  """Runs `mcmc_steps` Langevin steps on `(z, y)` (docs/algorithm.md §3) as traced code.
 
   A pure function for use inside the caller's jit (a training step, an evaluation
   sampler): the steps are inlined, fully unrolled, or as a `lax.scan` over unrolled

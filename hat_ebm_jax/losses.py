@@ -1,4 +1,4 @@
-"""Losses of SPEC §4. Each is a pure function of arrays; shapes in the docstrings."""
+"""Losses of docs/algorithm.md §4. Each is a pure function of arrays; shapes in the docstrings."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Out-of-distribution detection with the energy `H(x)` (evaluation, SPEC §7).
+"""Out-of-distribution detection with the energy `H(x)` (evaluation, docs/algorithm.md §9).
 
 `config.ood_datasets` ('noise,shuffled,inverted,constant,letters' or other image
 datasets) names the OOD sets; `num_ood_samples` images of `config.ood_split` are the

@@ -1,4 +1,4 @@
-"""Optimisation pieces of SPEC §4 as optax transformations.
+"""Optimisation pieces of docs/algorithm.md §5 as optax transformations.
 
 - `keras_adam`: Adam in the Keras form (eps added to `sqrt(v)` *before* bias correction of
   the step), which `optax.adam(eps=1e-7)` is not.

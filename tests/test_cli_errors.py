@@ -4,7 +4,8 @@ do, with exit code 2 and no traceback; an internal error keeps its traceback, an
 
 The wrapper and the messages are tested in-process; a few real commands (each pays the
 imports of a fresh interpreter) check the entry points end to end, the expensive ones in
-the slow tier. The README's troubleshooting table is checked against the sources.
+the slow tier. The troubleshooting table (docs/troubleshooting.md) is checked against the
+sources.
 """
 
 import os
@@ -137,12 +138,13 @@ def test_restore_step_without_checkpoints_is_a_user_error(tmp_path):
   assert 'restore_step' in config_lib.base_config()
 
 
-# ----------------------------------------------------------------- the README table
+# ----------------------------------------------------------------- the troubleshooting table
 
 
-def readme_troubleshooting():
-  text = open(os.path.join(REPO, 'README.md')).read()
-  table = text.split('## Troubleshooting', 1)[1].split('\n## ', 1)[0]
+def troubleshooting_messages():
+  """The messages of docs/troubleshooting.md's table."""
+  text = open(os.path.join(REPO, 'docs', 'troubleshooting.md')).read()
+  table = text.split('| message | what to do |', 1)[1].split('\n\n', 1)[0]
   return re.findall(r'^\| `([^`]+)`', table, re.M)
 
 
@@ -154,9 +156,9 @@ def package_sources():
   return '\n'.join(out).replace("\\'", "'")
 
 
-def test_every_message_of_the_readme_troubleshooting_table_is_raised_by_the_package():
+def test_every_message_of_the_troubleshooting_table_is_raised_by_the_package():
   sources = package_sources()
-  messages = readme_troubleshooting()
+  messages = troubleshooting_messages()
   assert len(messages) >= 10
   for m in messages:
     # The table writes "..." for a value and N for a number; each literal piece of the
@@ -165,7 +167,7 @@ def test_every_message_of_the_readme_troubleshooting_table_is_raised_by_the_pack
     pieces = [p for p in pieces if len(p) > 3]
     assert pieces, m
     for p in pieces:
-      assert p in sources, f'README troubleshooting message {m!r}: {p!r} not in sources'
+      assert p in sources, f'docs/troubleshooting.md message {m!r}: {p!r} not in sources'
 
 
 # ----------------------------------------------------------------- real commands

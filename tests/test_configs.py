@@ -1,6 +1,7 @@
-"""Every paper config carries exactly the values of SPEC §6 (and, with `:eval`, those of
-SPEC §7); bad configs fail early; the deprecated `eval_<experiment>.py` files equal the
-`:eval` forms."""
+"""Every paper config carries exactly the values of docs/algorithm.md §8.
+
+With `:eval`, those of docs/algorithm.md §9; bad configs fail early; the deprecated
+`eval_<experiment>.py` files equal the `:eval` forms."""
 
 import warnings
 
@@ -69,7 +70,7 @@ def test_paper_config_has_the_values_of_the_paper(name):
         f'{name}.{key} = {c[key]!r}, expected {want!r}')
 
 
-# SPEC §7: the evaluation sampler of each experiment (`configs/<name>.py:eval`).
+# docs/algorithm.md §9: the evaluation sampler of each experiment (`configs/<name>.py:eval`).
 PROTOCOL = dict(mode='evaluate', clip_langevin_grad_res=False, num_eval_samples=49920,
                 eval_batch_size=96)
 EXPECTED_EVAL = {

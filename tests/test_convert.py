@@ -1,4 +1,4 @@
-"""Import of the original TF checkpoints (SPEC §2) against the conformance data.
+"""Import of the original TF checkpoints (docs/algorithm.md §2) against the conformance data.
 
 Each reference net is read with `convert.from_tf_checkpoint` and run on the input stored
 next to its checkpoint; its output must be the original's. (The CLI and the writing of

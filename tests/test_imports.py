@@ -170,14 +170,13 @@ def test_moved_names_still_work_with_a_deprecation_warning(old, new):
     assert get(old) is get(new)
 
 
-def test_the_architecture_notes_and_the_readme_layout_name_every_module():
+def test_the_architecture_notes_and_the_layout_page_name_every_module():
   """ARCHITECTURE.md's module table names every module (a package by its folder), and
-  the README's Layout table every top-level module and package: the maps stay true."""
+  docs/layout.md's table every top-level module and package: the maps stay true."""
   with open(os.path.join(REPO, 'ARCHITECTURE.md')) as f:
     architecture = f.read()
-  with open(os.path.join(REPO, 'README.md')) as f:
-    readme = f.read()
-  layout = readme[readme.index('## Layout'):]
+  with open(os.path.join(REPO, 'docs', 'layout.md')) as f:
+    layout = f.read()
   tops = set()
   for name in package_modules():
     parts = name.split('.')
@@ -188,4 +187,4 @@ def test_the_architecture_notes_and_the_readme_layout_name_every_module():
   missing_arch = sorted(t for t in tops if t not in architecture)
   missing_readme = sorted(t for t in tops if t.strip('`/') not in layout)
   assert not missing_arch, f'ARCHITECTURE.md does not name {missing_arch}'
-  assert not missing_readme, f'the README\'s Layout table does not name {missing_readme}'
+  assert not missing_readme, f'docs/layout.md does not name {missing_readme}'

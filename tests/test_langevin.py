@@ -1,4 +1,4 @@
-"""The Langevin sampler of SPEC §3.
+"""The Langevin sampler of docs/algorithm.md §3.
 
 Conformance: the two recorded runs of the original (`ebm_sngan32` + `gen_sngan32`) are
 reproduced under every loop layout. Properties: with hand-made energies (quadratic,

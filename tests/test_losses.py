@@ -1,4 +1,4 @@
-"""The three losses of SPEC §4, against their formulas."""
+"""The three losses of docs/algorithm.md §4, against their formulas."""
 
 import jax
 import jax.numpy as jnp

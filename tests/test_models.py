@@ -1,4 +1,4 @@
-"""The networks of SPEC §2: structure, defaults, input checks and inference-mode behaviour.
+"""The networks of docs/algorithm.md §2: structure, defaults, input checks, inference mode.
 
 Shapes and parameter counts are checked abstractly (`jax.eval_shape`), so the 1024-wide
 paper nets cost nothing; only narrow nets are actually run.

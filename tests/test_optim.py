@@ -1,4 +1,4 @@
-"""Optimisation pieces of SPEC §4: Keras Adam, per-tensor clipping, step schedule, EMA.
+"""Optimisation of docs/algorithm.md §5: Keras Adam, per-tensor clipping, step schedule, EMA.
 
 Conformance: two EBM updates (loss, per-tensor clip, Adam) and two cooperative generator
 updates of the original are reproduced from the same starting checkpoints.
@@ -116,7 +116,7 @@ TINY = np.array([False, True, False, True])
 
 
 def keras_adam_numpy(grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-7):
-  """SPEC §4 by hand in float64: the updates of steps t = 1, 2, ..."""
+  """docs/algorithm.md §5 by hand in float64: the updates of steps t = 1, 2, ..."""
   m = v = np.zeros_like(grads[0], np.float64)
   out = []
   for t, g in enumerate(grads, start=1):

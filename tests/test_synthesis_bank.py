@@ -1,4 +1,4 @@
-"""The persistent bank of synthesis mode (SPEC §4 steps 4-5) and its `fresh` pairs.
+"""The persistent bank of synthesis mode (docs/algorithm.md §6 steps 4-5) and its `fresh` pairs.
 
 A new bank is `(z, G(z))` under the initial generator, so the generator's regression onto
 it is zero in exact arithmetic. Computed, it is rounding noise, which Adam would turn into
@@ -63,7 +63,7 @@ def test_the_generator_stays_put_while_it_draws_only_fresh_pairs(setup):
 
 
 def test_drawing_a_written_pair_moves_the_generator_and_ends_freshness(setup):
-  """One drawn pair that is not fresh: the loss is the SPEC's
+  """One drawn pair that is not fresh: the loss is docs/algorithm.md §4's
   `factor * mean((G(z_bank) - x_bank)^2)` with the fresh residuals exactly zero, the
   generator takes a step, and after it no pair is fresh."""
   c, mode, state, batch, step = setup

@@ -1,4 +1,4 @@
-"""FID (SPEC §7): the FID Inception network and statistics over batches of images.
+"""FID (docs/algorithm.md §9): the FID Inception network and statistics over batches of images.
 
   module, variables = inception.load_fid_inception('fid_inception.npz')
   apply_fn = make_apply_fn(module, variables)

@@ -1,5 +1,6 @@
-"""FID statistics (SPEC §7): Inception features over batches, their `(mu, sigma)`, and a
-dataset split's reference statistics, cached in a file tied to the FID weights.
+"""FID statistics (docs/algorithm.md §9): Inception features over batches.
+
+Their `(mu, sigma)`, and a dataset split's reference statistics, cached in a file tied to the FID weights.
 
     features = feature_fn('fid_inception.npz', mesh)        # or make_apply_fn(module, v)
     stats = compute_statistics(features, batches)           # (mu [D], sigma [D, D])

@@ -1,4 +1,4 @@
-"""Model factory: `create(name, **kwargs)` returns a Flax Linen module (SPEC §2).
+"""Model factory: `create(name, **kwargs)` returns a Flax Linen module (docs/algorithm.md §2).
 
 Names: `ebm_sngan32`, `ebm_sngan64`, `ebm_sngan128`, `gen_sngan32`, `gen_sngan64`,
 `gen_sngan128`, `gen_decoder32`, `inf_encoder32`, and the 2D toys `ebm_toy`, `gen_toy`.

@@ -1,4 +1,4 @@
-"""Layers shared by every network, with the Keras defaults of the original (SPEC §2).
+"""Layers shared by every network, with the Keras defaults of the original (docs/algorithm.md §2).
 
 Conv and dense kernels are `glorot_uniform`, biases zero, convs `SAME` (1x1 shortcuts
 `VALID`), batch norm `epsilon=1e-3` and always in inference mode (moving statistics live in

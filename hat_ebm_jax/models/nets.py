@@ -1,4 +1,4 @@
-"""The networks of Hat EBM (SPEC §2): hat EBMs `H(x)`, SN-GAN generators, AE decoder/encoder.
+"""The networks (docs/algorithm.md §2): hat EBMs `H(x)`, SN-GAN generators, AE decoder/encoder.
 
 Module and parameter names follow the original Keras layer names (`conv_1`, `block2`,
 `lin_5`, `bn_1`, `sc`, ...) so a TF checkpoint maps onto the Flax tree key by key.

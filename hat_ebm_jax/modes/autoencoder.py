@@ -1,5 +1,6 @@
-"""Autoencoder mode (SPEC §4; the generator of retrofit): encoder and decoder trained with
-`loss = loss_factor * mean((x - Dec(Enc(x) + data_epsilon N(0, I)))^2)`, one Keras Adam
+"""Autoencoder mode (docs/algorithm.md §6), the generator of retrofit.
+
+Encoder and decoder trained with `loss = loss_factor * mean((x - Dec(Enc(x) + data_epsilon N(0, I)))^2)`, one Keras Adam
 each (`inf_lr_info` for the encoder, `gen_lr_info` for the decoder), and a test-split
 loss (without the latent noise) every `test_and_log_freq` epochs.
 """

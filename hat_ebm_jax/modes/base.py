@@ -181,7 +181,10 @@ class HatEBMMode(Mode):
     return langevin.nets(self.gen, variables(state, 'gen', use_ema))
 
   def init_chains(self, key, n: int):
-    """Langevin starting points: `z = s_z N(0, I)`, `y = s_y N(0, I)` (SPEC §4 step 1)."""
+    """Langevin starting points (docs/algorithm.md §6 step 1).
+
+    `z = s_z N(0, I)`, `y = s_y N(0, I)`.
+    """
     kz, ky = jax.random.split(key)
     c = self.config
     z = c.init_scale_latent * jax.random.normal(kz, (n,) + self.latent_shape)
@@ -208,7 +211,7 @@ class HatEBMMode(Mode):
 
   def langevin_step(self, state: TrainState, batch,
                     concrete: bool = False) -> langevin.LangevinResult:
-    """This training step's Langevin run (SPEC §4 steps 1-2), one chain per data row.
+    """This training step's Langevin run (docs/algorithm.md §6 steps 1-2), one chain per data row.
     `concrete`: called on concrete arrays, outside jit (see `run_langevin`)."""
     return self.run_langevin(state, step_key(state, self.num_step_keys)[0],
                              batch.shape[0], concrete=concrete)

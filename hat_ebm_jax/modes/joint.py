@@ -1,5 +1,5 @@
-"""Joint mode (SPEC §4): refinement of a pretrained SN-GAN generator and retrofit of an
-autoencoder's decoder. The generator is frozen (loaded from `config.gen_weights`);
+"""Joint mode (docs/algorithm.md §6): refinement of a pretrained SN-GAN generator and
+retrofit of an autoencoder's decoder. The generator is frozen (loaded from `config.gen_weights`);
 Langevin moves both `z` and `y` under `p(y, z) ∝ exp(-H(G(z) + y))`; only the EBM learns.
 """
 

@@ -1,4 +1,4 @@
-"""Synthesis mode (SPEC §4): EBM and generator trained together with a persistent bank.
+"""Synthesis mode (docs/algorithm.md §6): EBM and generator trained together, with a bank.
 
 Per step: `z ~ s_z N(0, I)`, Langevin on `y` alone (`G(z)` fixed) -> `x = G(z) + y`;
 EBM update on data vs `x`; generator update towards bank pairs at `B` distinct random
