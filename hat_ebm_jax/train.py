@@ -318,10 +318,12 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
       batch = upcoming
       profile.before(step + 1)
       t0 = time.time()
-      state, metrics = train_step(state, batch)
-      if step == start:
-        jax.block_until_ready(metrics)
+      if step == start:  # compiles: lowering reads the constants the step closes over
+        with jax.transfer_guard_device_to_host('allow'):
+          state, metrics = jax.block_until_ready(train_step(state, batch))
         logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
+      else:
+        state, metrics = train_step(state, batch)
       step += 1
       upcoming = (sharding.host_to_global(next(data), mesh)
                   if step < c.num_training_steps else None)

@@ -3,8 +3,12 @@ boundaries (log, plot, evaluation, checkpoint), each sampling program compiles o
 run, a divergence between boundaries is caught before the next save, and
 `profile_steps` writes a trace."""
 
+import traceback
+
 import jax
 import pytest
+from jax._src import array as jax_array
+from jax._src import config as jax_config
 
 from hat_ebm_jax import checkpointing, config_lib, train
 from tests.conftest import tiny
@@ -13,10 +17,20 @@ from tests.conftest import tiny
 def test_steps_between_boundaries_move_nothing_to_the_host_and_plots_compile_once(
     tmp_path, monkeypatch):
   # Boundaries at steps 2, 3, 4, 6 (plots at 2, 4, 6; log and checkpoint at 3, 6); steps
-  # 1 and 5 are plain steps, run with device-to-host transfers disallowed.
+  # 1 and 5 are plain steps, run with device-to-host transfers disallowed: the guard
+  # raises on accelerators; on CPU (where it never fires: the arrays are host memory)
+  # every fetch of an array's value (`device_get`, `float`, `bool`, ...) under it is
+  # recorded instead.
   loop, plot = train.train_loop, train._plot
   compiles = []  # (step of the plot being made or None, event)
   plotting = []
+  fetched_outside_boundaries = []
+  value = jax_array.ArrayImpl._value
+
+  def recorded_value(self):
+    if jax_config.transfer_guard_device_to_host.value == 'disallow':
+      fetched_outside_boundaries.append(''.join(traceback.format_stack(limit=12)))
+    return value.fget(self)
 
   def guarded_loop(*args, **kwargs):
     with jax.transfer_guard_device_to_host('disallow'):
@@ -36,6 +50,7 @@ def test_steps_between_boundaries_move_nothing_to_the_host_and_plots_compile_onc
 
   monkeypatch.setattr(train, 'train_loop', guarded_loop)
   monkeypatch.setattr(train, '_plot', plot_and_record)
+  monkeypatch.setattr(jax_array.ArrayImpl, '_value', property(recorded_value))
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     result = train.run(tiny(num_training_steps=6, plot_freq=2, log_freq=3,
@@ -43,6 +58,8 @@ def test_steps_between_boundaries_move_nothing_to_the_host_and_plots_compile_onc
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert result['step'] == 6
+  assert not fetched_outside_boundaries, (len(fetched_outside_boundaries),
+                                          fetched_outside_boundaries[0])
   assert [s for s in plotting if s is not None] == [2, 4, 6]
   first = [e for s, e in compiles if s == 2]
   assert any('backend_compile' in e or 'cache' in e for e in first), compiles
