@@ -294,6 +294,13 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
   `manager.reached_preemption` on several processes) and raises DivergenceError at a
   non-finite loss (nothing saved). Returns `(state, step, last metrics, last batch,
   preempted)`.
+
+  Those are the boundaries, and the only places it reads device values: in between,
+  steps are dispatched back to back (their metrics summed on device, `MeanMetrics`, the
+  next batch put on device one step ahead). At each boundary `finite` is read first, so
+  a non-finite step is caught before anything is plotted or saved after it (the error
+  names that step, of the steps since the last check). `profile_steps` traces a few
+  steps (`_Profile`).
   """
   c, mode, mesh, manager = ctx.config, ctx.mode, ctx.mesh, ctx.manager
   train_step = make_train_step(mode, mesh, ctx.state_sh, ctx.batch_sh)
