@@ -84,6 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.plot_freq = 500
   c.checkpoint_freq = 1000  # new
   c.keep_checkpoints = 3  # new
+  c.profile_steps = 0  # new: > 0: trace steps N..N+profile_num_steps-1 into workdir/profile (TensorBoard); 0 = off
+  c.profile_num_steps = 5  # new: steps the profile_steps trace covers
   c.restore_step = ml_collections.config_dict.placeholder(int)  # new: resume from this step (None = newest complete)
   c.num_plot_samples = 64  # new
   c.num_final_samples = 256  # new: samples written to samples/final.npz
@@ -213,6 +215,10 @@ def validate(config) -> None:
               'checkpoint_freq', 'keep_checkpoints', 'image_size', 'nch'):
     if int(config[key]) <= 0:
       raise ValueError(f'config.{key} must be a positive integer; got {config[key]}.')
+  for key, least in (('profile_steps', 0), ('profile_num_steps', 1)):
+    value = config.get(key, least)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f'config.{key} must be an integer >= {least}; got {value!r}.')
   for key in ('ebm_type', 'gen_type', 'inf_type'):
     if config[key] not in models.NAMES:
       raise ValueError(f'config.{key}={config[key]!r} is not a known net; known: '

@@ -206,11 +206,25 @@ def _check_images(images: np.ndarray, image_size: int) -> np.ndarray:
   return images
 
 
+# One jitted classifier per cache file (path, mtime) and process: the final metrics score
+# many sample sets (both weights, several chain lengths), each compiling nothing new.
+_CLASSIFIER_PROGRAMS: Dict[Tuple, Callable] = {}
+
+
+def _classifier_apply(image_size: int, nch: int, cache_dir: Optional[str]) -> Callable:
+  """The classifier's jitted `images -> (logits, features)` (built once per cache file)."""
+  module, params = load_digits_classifier(image_size, nch, cache_dir)
+  path = digits_classifier_path(image_size, nch, cache_dir)
+  key = (path, os.path.getmtime(path) if os.path.isfile(path) else None)
+  if key not in _CLASSIFIER_PROGRAMS:
+    _CLASSIFIER_PROGRAMS[key] = jax.jit(lambda xb: module.apply({'params': params}, xb))
+  return _CLASSIFIER_PROGRAMS[key]
+
+
 def _classifier_outputs(images: np.ndarray, image_size: int, cache_dir: Optional[str],
                         batch: int = 500) -> Tuple[np.ndarray, np.ndarray]:
   images = _check_images(images, image_size)
-  module, params = load_digits_classifier(image_size, images.shape[-1], cache_dir)
-  apply = jax.jit(lambda xb: module.apply({'params': params}, xb))
+  apply = _classifier_apply(image_size, images.shape[-1], cache_dir)
   logits, feats = [], []
   for i in range(0, len(images), batch):
     lo, fe = apply(images[i:i + batch])

@@ -7,6 +7,7 @@ samples and metrics).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 from typing import Any, Dict, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -153,6 +155,15 @@ class RunContext:
   manager: Any  # orbax CheckpointManager of `workdir/checkpoints`
   writer: metric_writers.MetricWriter
   is_chief: bool  # process 0: writes summaries and samples
+  # The run's jitted programs besides the step (`program`): each traced and compiled
+  # once per run, however often it is called (plots, evaluations, final samples).
+  programs: Dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+  def program(self, key, build):
+    """The program named `key`, built by `build()` on first use."""
+    if key not in self.programs:
+      self.programs[key] = build()
+    return self.programs[key]
 
 
 # The run's named random streams besides the steps' (`state.rng`): functions of
@@ -174,25 +185,66 @@ def final_metrics_rng(config) -> np.random.Generator:
 
 
 class MeanMetrics:
-  """Means of the steps' metrics (but `finite`) since the last `flush`, and the wall
-  time per step over them (`time_per_batch`): what is written every `log_freq` steps."""
+  """Means of the steps' metrics (but `finite`) since the last `flush`, kept on device,
+  and the wall time per step over them (`time_per_batch`): what is written every
+  `log_freq` steps.
 
-  def __init__(self):
-    self.sums: Dict[str, float] = {}
-    self.count = 0
+  `add` folds a step's metrics into running sums with one jitted program (nothing comes
+  to the host); `check` and `flush` fetch them, at the loop's boundaries only (log, plot,
+  evaluation, checkpoint). Besides the sums it keeps `finite` (every step so far) and the
+  first non-finite step's metrics, so a divergence is named by its step and quantity.
+  """
+
+  def __init__(self, mesh, start: int):
+    rep = sharding.replicated(mesh)
+    self._first = sharding.jit(functools.partial(self._fold, None), mesh, out_shardings=rep)
+    self._fold_in = sharding.jit(self._fold, mesh, out_shardings=rep, donate_argnums=(0,))
+    self.start = start  # the step before the first one of this interval
     self.since = time.time()
+    self._acc = None
 
-  def add(self, metrics: Dict[str, np.ndarray]) -> None:
-    for k, v in metrics.items():
-      if k != 'finite':
-        self.sums[k] = self.sums.get(k, 0.0) + float(np.mean(v))
-    self.count += 1
+  @staticmethod
+  def _fold(acc, metrics):
+    means = {k: jnp.mean(v).astype(jnp.float32) for k, v in metrics.items()
+             if k != 'finite'}
+    ok = jnp.asarray(metrics['finite'], jnp.bool_)
+    if acc is None:
+      return dict(sums=means, count=jnp.int32(1), finite=ok,
+                  first_bad=jnp.where(ok, 0, 1).astype(jnp.int32), bad=means)
+    count = acc['count'] + 1
+    now_bad = acc['finite'] & ~ok
+    return dict(sums={k: acc['sums'][k] + v for k, v in means.items()}, count=count,
+                finite=acc['finite'] & ok,
+                first_bad=jnp.where(now_bad, count, acc['first_bad']),
+                bad={k: jnp.where(now_bad, v, acc['bad'][k]) for k, v in means.items()})
 
-  def flush(self) -> Dict[str, float]:
+  def add(self, metrics) -> None:
+    """Folds one step's metrics (device arrays) in: one dispatch, no transfer."""
+    self._acc = (self._first(metrics) if self._acc is None
+                 else self._fold_in(self._acc, metrics))
+
+  def _fetched(self):
+    return None if self._acc is None else jax.device_get(self._acc)
+
+  def check(self, step: int, manager) -> None:
+    """Raises DivergenceError when a step since the last `flush` was not finite (a
+    transfer: at a boundary only)."""
+    self._raise_if_diverged(self._fetched(), step, manager)
+
+  def _raise_if_diverged(self, acc, step: int, manager) -> None:
+    if acc is not None and not bool(acc['finite']):
+      raise _diverged(self.start + int(acc['first_bad']), self.start + 1, step,
+                      acc['bad'], manager)
+
+  def flush(self, step: int, manager) -> Dict[str, float]:
+    """The means since the last flush (after `check`), and starts a new interval."""
+    acc = self._fetched()
+    self._raise_if_diverged(acc, step, manager)
     now = time.time()
-    scalars = {k: v / self.count for k, v in self.sums.items()}
-    scalars['time_per_batch'] = (now - self.since) / self.count
-    self.sums, self.count, self.since = {}, 0, now
+    count = int(acc['count']) if acc is not None else 0
+    scalars = {k: float(v) / count for k, v in acc['sums'].items()} if count else {}
+    scalars['time_per_batch'] = (now - self.since) / max(count, 1)
+    self._acc, self.start, self.since = None, step, now
     return scalars
 
 
@@ -242,6 +294,13 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
   `manager.reached_preemption` on several processes) and raises DivergenceError at a
   non-finite loss (nothing saved). Returns `(state, step, last metrics, last batch,
   preempted)`.
+
+  Those are the boundaries, and the only places it reads device values: in between,
+  steps are dispatched back to back (their metrics summed on device, `MeanMetrics`, the
+  next batch put on device one step ahead). At each boundary `finite` is read first, so
+  a non-finite step is caught before anything is plotted or saved after it (the error
+  names that step, of the steps since the last check). `profile_steps` traces a few
+  steps (`_Profile`).
   """
   c, mode, mesh, manager = ctx.config, ctx.mode, ctx.mesh, ctx.manager
   train_step = make_train_step(mode, mesh, ctx.state_sh, ctx.batch_sh)
@@ -252,48 +311,104 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
                                            writer=ctx.writer, every_steps=c.log_freq)
   multiprocess = jax.process_count() > 1
   preemption = _Preemption(install=not multiprocess)
-  means = MeanMetrics()
+  profile = _Profile(c, ctx.workdir)
+  means = MeanMetrics(mesh, start)
   last: Dict[str, Any] = {}
+  metrics: Dict[str, Any] = {}
   batch, step = None, start
+  # One batch ahead: the next step's batch is on device before that step is dispatched
+  # (the steps run asynchronously; the host reads and copies the next batch meanwhile).
+  upcoming = (sharding.host_to_global(next(data), mesh)
+              if step < c.num_training_steps else None)
   try:
     while step < c.num_training_steps:
-      batch = sharding.host_to_global(next(data), mesh)
+      batch = upcoming
+      profile.before(step + 1)
       t0 = time.time()
-      state, metrics = train_step(state, batch)
-      metrics = jax.device_get(metrics)
-      if step == start:
+      if step == start:  # compiles: lowering reads the constants the step closes over
+        with jax.transfer_guard_device_to_host('allow'):
+          state, metrics = jax.block_until_ready(train_step(state, batch))
         logging.info('First step (compile + run) took %.1fs.', time.time() - t0)
-      if not bool(metrics['finite']):
-        raise _diverged(step + 1, metrics, manager)
+      else:
+        state, metrics = train_step(state, batch)
       step += 1
-      last = metrics
+      upcoming = (sharding.host_to_global(next(data), mesh)
+                  if step < c.num_training_steps else None)
       means.add(metrics)
+      profile.after(step, state)
       report(step)
-      if step % c.log_freq == 0 or step == c.num_training_steps:
-        ctx.writer.write_scalars(step, means.flush())
-      if mode.eval_every and step % mode.eval_every == 0:
-        ctx.writer.write_scalars(step, _evaluate(ctx, state))
-      if step % c.plot_freq == 0:
-        _plot(ctx, state, step, batch)
+      log = step % c.log_freq == 0 or step == c.num_training_steps
+      evaluate = bool(mode.eval_every) and step % mode.eval_every == 0
+      plot = step % c.plot_freq == 0
       preempted = preemption.requested or (
           multiprocess and manager.reached_preemption(step))
-      if step % c.checkpoint_freq == 0 or step == c.num_training_steps or preempted:
-        checkpointing.save(manager, step, state)
+      save = step % c.checkpoint_freq == 0 or step == c.num_training_steps or preempted
+      if not (log or evaluate or plot or save):
+        continue
+      # A boundary: the only place the loop reads device values (finite first).
+      with jax.transfer_guard_device_to_host('allow'):
+        if log:
+          ctx.writer.write_scalars(step, means.flush(step, manager))
+        else:
+          means.check(step, manager)
+        if evaluate:
+          ctx.writer.write_scalars(step, _evaluate(ctx, state))
+        if plot:
+          _plot(ctx, state, step, batch)
+        if save:
+          checkpointing.save(manager, step, state)
+        if step == c.num_training_steps or preempted:
+          last = jax.device_get(metrics)
       if preempted:
         logging.warning('Preempted: saved step %d; exiting. Rerun the same command to '
                         'resume.', step)
         return state, step, last, batch, True
   finally:
+    profile.close()
     preemption.restore()
   return state, step, last, batch, False
 
 
-def _diverged(step: int, metrics: Dict[str, np.ndarray], manager) -> DivergenceError:
+def _diverged(step: int, first: int, last: int, metrics: Dict[str, np.ndarray],
+              manager) -> DivergenceError:
+  """`step`: the first non-finite one, of steps `first..last` (checked at `last`);
+  `metrics`: that step's means."""
   return DivergenceError(
       f'Training diverged at step {step}: non-finite {_first_non_finite(metrics)} '
-      f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }). The latest '
+      f'({ {k: float(np.mean(v)) for k, v in metrics.items()} }; the first non-finite '
+      f'step of steps {first}..{last}, checked at step {last}). The latest '
       f'checkpoint ({manager.latest_step()}) is the last good one; lower the '
       'learning rates or epsilon, or enable clip_ebm_grad, and resume.')
+
+
+class _Profile:
+  """`config.profile_steps=N` (N > 0): a trace of steps N..N+profile_num_steps-1 (the
+  logs' step numbers) in `workdir/profile` (`jax.profiler`; TensorBoard's profile tab).
+  Nothing when the run starts past step N (a resumed run)."""
+
+  def __init__(self, config, workdir):
+    self.first = int(config.get('profile_steps', 0) or 0)
+    self.last = self.first + int(config.get('profile_num_steps', 5)) - 1
+    self.logdir = str(workdir / 'profile')
+    self.running = False
+
+  def before(self, step: int) -> None:
+    """Called before step `step` is dispatched."""
+    if self.first and step == self.first and jax.process_index() == 0:
+      logging.info('Profiling steps %d..%d into %s.', self.first, self.last, self.logdir)
+      jax.profiler.start_trace(self.logdir)
+      self.running = True
+
+  def after(self, step: int, state) -> None:
+    """Called after step `step` is dispatched."""
+    if self.running and step >= self.last:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self.running:
+      self.running = False
+      jax.profiler.stop_trace()
 
 
 def close(manager, writer) -> None:
@@ -338,8 +453,9 @@ def _evaluate(ctx: RunContext, state) -> Dict[str, float]:
   it = input_pipeline.create_iterator(ctx.config, split=mode.eval_split, start_step=0,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count())
-  step_fn = sharding.jit(mode.eval_step, mesh, in_shardings=(ctx.state_sh, ctx.batch_sh),
-                         out_shardings=sharding.replicated(mesh))
+  step_fn = ctx.program('eval_step', lambda: sharding.jit(
+      mode.eval_step, mesh, in_shardings=(ctx.state_sh, ctx.batch_sh),
+      out_shardings=sharding.replicated(mesh)))
   totals: Dict[str, float] = {}
   for _ in range(mode.eval_steps):
     m = jax.device_get(step_fn(state, sharding.host_to_global(next(it), mesh)))
@@ -357,14 +473,16 @@ def _device_samples(ctx: RunContext, state, n: int, key, batch: Optional[jax.Arr
   """
   mode, mesh = ctx.mode, ctx.mesh
   out_sh = sharding.sample_sharding(n, mesh)
+  key_of = ('sample', n, batch is None, tuple(sorted(sample_kw.items())))
   if batch is None:
-    fn = sharding.jit(lambda s, k: mode.sample(s, k, n, None, **sample_kw), mesh,
-                      in_shardings=(ctx.state_sh, sharding.replicated(mesh)),
-                      out_shardings=out_sh)
+    fn = ctx.program(key_of, lambda: sharding.jit(
+        lambda s, k: mode.sample(s, k, n, None, **sample_kw), mesh,
+        in_shardings=(ctx.state_sh, sharding.replicated(mesh)), out_shardings=out_sh))
     return fn(state, key)
-  fn = sharding.jit(lambda s, k, b: mode.sample(s, k, n, b[:n], **sample_kw), mesh,
-                    in_shardings=(ctx.state_sh, sharding.replicated(mesh), ctx.batch_sh),
-                    out_shardings=out_sh)
+  fn = ctx.program(key_of, lambda: sharding.jit(
+      lambda s, k, b: mode.sample(s, k, n, b[:n], **sample_kw), mesh,
+      in_shardings=(ctx.state_sh, sharding.replicated(mesh), ctx.batch_sh),
+      out_shardings=out_sh))
   return fn(state, key, batch)
 
 
