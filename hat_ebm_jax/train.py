@@ -253,6 +253,7 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
   multiprocess = jax.process_count() > 1
   preemption = _Preemption(install=not multiprocess)
   means = MeanMetrics()
+  progress = cli.Progress(c.num_training_steps, start)
   last: Dict[str, Any] = {}
   batch, step = None, start
   try:
@@ -270,7 +271,9 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
       means.add(metrics)
       report(step)
       if step % c.log_freq == 0 or step == c.num_training_steps:
-        ctx.writer.write_scalars(step, means.flush())
+        scalars = means.flush()
+        ctx.writer.write_scalars(step, scalars)
+        progress(step, scalars)
       if mode.eval_every and step % mode.eval_every == 0:
         ctx.writer.write_scalars(step, _evaluate(ctx, state))
       if step % c.plot_freq == 0:
