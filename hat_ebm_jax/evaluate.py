@@ -37,7 +37,6 @@ settings and the protocol-or-proxy label), `comparison.md`, `samples.npz`, `hat.
 
 import json
 import time
-import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import jax
@@ -58,28 +57,6 @@ EVAL_MODEL_MODES = ('synthesis', 'joint')
 FLOOR_ROWS = {'digits_fd': f'real test digits (floor, n={digits.NUM_TEST})',
               'mmd': 'true points, another split (floor)'}
 SAMPLE_ROWS = {'gen': 'G(z) (generator alone)', 'hat': 'G(z) + y (Hat EBM)'}
-
-# Names that moved out of this module: old name -> (module, new name). Deprecated; they
-# resolve, with a DeprecationWarning, for one release.
-_MOVED = {
-    'DERIVED_OOD': (ood, 'DERIVED_OOD'), 'ood_names': (ood, 'ood_names'),
-    'shuffle_pixels': (ood, 'shuffle_pixels'), 'ood_sets': (ood, 'ood_sets'),
-    'ood_table': (ood, 'ood_table'),
-    'REFERENCE_SEED': (fid_stats, 'REFERENCE_SEED'),
-    'fid_feature_fn': (fid_stats, 'feature_fn'),
-    'reference_fid_stats': (fid_stats, 'compute_reference_statistics'),
-    'load_or_compute_fid_stats': (fid_stats, 'reference_statistics'),
-}
-
-
-def __getattr__(name: str) -> Any:
-  if name not in _MOVED:
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-  module, new = _MOVED[name]
-  warnings.warn(f'hat_ebm_jax.evaluate.{name} moved to {module.__name__}.{new}; the old '
-                'name goes in the next release.', DeprecationWarning, stacklevel=2)
-  return getattr(module, new)
-
 
 # ------------------------------------------------------------------ config and checks
 
