@@ -259,6 +259,46 @@ def sample_batches(mode, state, config, mesh) -> Iterator[Dict[str, jax.Array]]:
     yield fn(state, jax.random.fold_in(base_key, b))
 
 
+def collect_samples(batches: Iterator[Dict[str, jax.Array]], mesh, keep: int,
+                    features: Optional[Callable] = None,
+                    after_first: Optional[Callable[[], None]] = None):
+  """Host copies of the first `keep` samples of `batches` (`{'hat', 'gen'}` global
+  arrays), and, when `features` is given, the FID features of every sample.
+
+  Returns `(samples, feats)`: dicts of `[keep, ...]` float32 arrays (`[0, ...]` when
+  `keep` is 0) and of `[N, 2048]` features (None without `features`). Raises
+  FloatingPointError if any sample of any batch is not finite, kept or not.
+  """
+  finite_fn = sharding.jit(lambda b: base.finite(*jax.tree_util.tree_leaves(b)), mesh,
+                           out_shardings=sharding.replicated(mesh))
+  kept: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
+  feats: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
+  shapes: Dict[str, tuple] = {}
+  finite, count = [], 0
+  for b, batch in enumerate(batches):
+    finite.append(finite_fn(batch))
+    shapes = {k: tuple(batch[k].shape[1:]) for k in kept}
+    if features is not None:
+      for k in feats:
+        feats[k].append(fid_stats.batch_features(features, batch[k]))
+    if count < keep:
+      host = sharding.to_host(batch)
+      for k in kept:
+        kept[k].append(np.asarray(host[k], np.float32))
+    count += int(batch['hat'].shape[0])
+    if b == 0 and after_first is not None:
+      after_first()
+  bad = [b for b, ok in enumerate(jax.device_get(finite)) if not bool(ok)]
+  if bad:
+    raise FloatingPointError(
+        f'Non-finite samples in batch(es) {bad}: the sampler diverged (check the step '
+        'sizes and temperature of the evaluation config).')
+  samples = {k: (np.concatenate(v)[:keep] if v else
+                 np.zeros((0,) + shapes.get(k, ()), np.float32)) for k, v in kept.items()}
+  return samples, ({k: np.concatenate(v) for k, v in feats.items()}
+                   if features is not None else None)
+
+
 def batched_apply(fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch: int,
                   mesh) -> np.ndarray:
   """`fn` over host images `[N, ...]` (the same on every process) in global batches of
@@ -390,26 +430,13 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
   n = int(config.num_eval_samples)
   keep = n if int(config.num_saved_samples) < 0 else min(n, int(config.num_saved_samples))
   need_all = metric in ('digits_fd', 'mmd')
-  kept: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
-  feats: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
-  count = 0
   t0 = time.time()
-  for batch in sample_batches(mode, state, config, mesh):
-    if features is not None:
-      for k in feats:
-        feats[k].append(fid_stats.batch_features(features, batch[k]))
-    if need_all or count < keep:
-      host = sharding.to_host(batch)
-      for k in kept:
-        kept[k].append(np.asarray(host[k], np.float32))
-    count += int(config.eval_batch_size)
-    if count == int(config.eval_batch_size):
-      logging.info('First batch (compile + run) took %.1fs.', time.time() - t0)
-  samples = {k: np.concatenate(v) for k, v in kept.items()}
-  finite = all(np.isfinite(v).all() for v in samples.values())
-  if not finite:
-    raise FloatingPointError('Non-finite samples: the sampler diverged (check the step '
-                             'sizes and temperature of the evaluation config).')
+
+  def first_batch_done():
+    logging.info('First batch (compile + run) took %.1fs.', time.time() - t0)
+
+  samples, feats = collect_samples(sample_batches(mode, state, config, mesh), mesh,
+                                   n if need_all else keep, features, first_batch_done)
 
   out: Dict[str, Any] = {}
   label = sample_label(n, metric)
@@ -419,8 +446,7 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
                                                          fingerprint, is_chief)
     ref_info.update(fid_weights=str(config.fid_weights), fid_weights_sha=fingerprint)
     name = fid_name(n)
-    scored, reference = {k: np.concatenate(v) for k, v in feats.items()}, dict(
-        reference=ref_stats)
+    scored, reference = feats, dict(reference=ref_stats)
     out['reference'] = ref_info
   elif metric == 'digits_fd':
     scored, reference = samples, {}
