@@ -255,7 +255,7 @@ def run(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
 
   def wrapped(args):
     use_default_platforms()
-    quiet_logging(verbose=flags.FLAGS.verbosity >= 1)
+    quiet_logging(verbose='verbosity' in flags.FLAGS and flags.FLAGS.verbosity >= 1)
     try:
       return main(args)
     except (UserError, app.UsageError) as e:

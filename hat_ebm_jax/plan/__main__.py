@@ -4,4 +4,5 @@ import sys
 
 from hat_ebm_jax.plan import report
 
-sys.exit(report.main())
+if __name__ == '__main__':
+  sys.exit(report.main())
