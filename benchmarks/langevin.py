@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hat_ebm_jax import (cli, config_lib, langevin, langevin_programs, models, modes, plan,
+from hat_ebm_jax import (cli, config_lib, langevin, langevin_programs, models, modes,
                          sharding, train)
+from hat_ebm_jax.plan import hlo
 
 import benchmarks
 
@@ -166,8 +167,8 @@ def peak_memory_bytes() -> Optional[int]:
 
 
 def _flops(cost) -> float:
-  """`flops` of a cost analysis (`plan.cost_dict` reads every jax version's form)."""
-  return float(plan.cost_dict(cost).get('flops', 0.0))
+  """`flops` of a cost analysis (`hlo.cost_dict` reads every jax version's form)."""
+  return float(hlo.cost_dict(cost).get('flops', 0.0))
 
 
 class CompileClock:

@@ -21,14 +21,131 @@ An argparse entry point: `cli.exit_on_user_error(main)`. Existing checks that ra
 `ValueError` (or any other type) become user errors without changing their type, so
 callers that catch it keep working: `raise cli.user_error(ValueError(msg))`, or
 `with cli.user_errors(ValueError): check(...)` around a call whose errors of that type
-are all the user's. This module imports nothing of the package and no JAX.
+are all the user's.
+
+What a command prints: where it writes, one progress line per `log_freq` steps
+(`Progress`), warnings and errors, and the final metrics.
+
+* `quiet_logging()`: the package's own INFO lines stay; every library's (orbax, tfds,
+  clu's per-metric writer lines, jax) is shown from WARNING up. absl's `--verbosity=1`
+  (or more) shows them all again.
+* `default_platforms()`: on a machine with libtpu installed but no TPU, jax would probe
+  for one at backend start and print `TPU_WORKER_HOSTNAMES` / `Failed to find host
+  bounds` errors; this picks `jax_platforms` ('cpu', or 'cuda,cpu' with a GPU) before
+  jax starts its backends. A `JAX_PLATFORMS` set by the user always wins.
+
+`run` applies both to every absl command. This module imports nothing of the package and
+no JAX at import.
 """
 
 import contextlib
 import functools
+import glob
+import importlib.util
+import logging as std_logging
+import os
 import re
 import sys
-from typing import Callable, Optional, Sequence, Type
+import time
+from typing import Callable, Dict, Mapping, Optional, Sequence, Type
+
+from absl import logging
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+CUDA_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin')
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Passes WARNING and above from anyone, and lower levels only from the package."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return os.path.abspath(record.pathname or '').startswith(PACKAGE_DIR + os.sep)
+
+
+_FILTER = _OwnInfoOnly()
+
+
+def quiet_logging(verbose: bool = False) -> None:
+  """Library log lines below WARNING are dropped unless `verbose` (`--verbosity>=1`).
+
+  Also hides TensorFlow's C++ INFO lines (`TF_CPP_MIN_LOG_LEVEL=1`) unless the user set
+  that variable. Idempotent.
+  """
+  handler = logging.get_absl_handler()
+  handler.removeFilter(_FILTER)
+  if verbose:
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  handler.addFilter(_FILTER)
+
+
+def default_platforms(environ: Optional[Mapping[str, str]] = None,
+                      device_files: Optional[Sequence[str]] = None,
+                      installed: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+  """The `jax_platforms` to set, or None to leave jax's own choice.
+
+  None when the user set `JAX_PLATFORMS`, when libtpu is not installed (jax then probes
+  nothing noisy), or when the machine has a TPU (`/dev/accel*` or `/dev/vfio`).
+  Otherwise 'cuda,cpu' when a GPU (`/dev/nvidiactl`) and a jax CUDA plugin are there,
+  else 'cpu'. `device_files` (default: those of /dev named above) and `installed` are
+  for tests.
+  """
+  environ = os.environ if environ is None else environ
+  if device_files is None:
+    device_files = glob.glob('/dev/accel*') + glob.glob('/dev/vfio') + glob.glob(
+        '/dev/nvidiactl')
+  installed = installed or (lambda name: importlib.util.find_spec(name) is not None)
+  if environ.get('JAX_PLATFORMS') or not installed('libtpu'):
+    return None
+  names = [os.path.basename(f) for f in device_files]
+  if any(n.startswith('accel') or n == 'vfio' for n in names):
+    return None
+  if 'nvidiactl' in names and any(installed(p) for p in CUDA_PLUGINS):
+    return 'cuda,cpu'
+  return 'cpu'
+
+
+def use_default_platforms() -> Optional[str]:
+  """Sets `jax_platforms` to `default_platforms()` (when that is not None); returns it.
+  Call before anything asks jax for a device."""
+  platforms = default_platforms()
+  if platforms is not None:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_platforms', platforms)
+  return platforms
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Progress:
+  """`progress(step, scalars)` logs `step 4/6  2.10 steps/s  ETA 0:00:01  ebm_loss=...`:
+  the rate since the previous call (the first call's includes compilation), and every
+  scalar whose name ends in `loss`."""
+
+  def __init__(self, total_steps: int, start_step: int = 0, clock=time.monotonic):
+    self.total = int(total_steps)
+    self._clock = clock
+    self._last = (int(start_step), clock())
+
+  def line(self, step: int, scalars: Mapping[str, float]) -> str:
+    now = self._clock()
+    last_step, last_time = self._last
+    self._last = (int(step), now)
+    rate = (step - last_step) / max(now - last_time, 1e-9)
+    eta = _duration((self.total - step) / rate) if rate > 0 else '?'
+    losses = '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(scalars.items())
+                       if k.endswith('loss'))
+    return (f'step {step}/{self.total}  {rate:.2f} steps/s  ETA {eta}'
+            + (f'  {losses}' if losses else ''))
+
+  def __call__(self, step: int, scalars: Dict[str, float]) -> None:
+    logging.info('%s', self.line(step, scalars))
+
 
 EXIT_USER_ERROR = 2
 
@@ -128,13 +245,17 @@ def _parse_flags(argv):
 def run(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
   """`absl.app.run(main)` with user errors as one line and exit code 2.
 
-  Defines the `--verbose` flag (show every traceback) if no one has.
+  Defines the `--verbose` flag (show every traceback) if no one has. Before `main`, picks
+  jax's platforms on a TPU-less machine with libtpu and hides library log lines below
+  WARNING unless `--verbosity=1` (below).
   """
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   if 'verbose' not in flags.FLAGS:
     flags.DEFINE_bool('verbose', False, 'Show the traceback of a user error too.')
 
   def wrapped(args):
+    use_default_platforms()
+    quiet_logging(verbose='verbosity' in flags.FLAGS and flags.FLAGS.verbosity >= 1)
     try:
       return main(args)
     except (UserError, app.UsageError) as e:

@@ -6,8 +6,6 @@ carry a one-line comment. `validate(config)` rejects unknown keys and impossible
 before anything compiles.
 """
 
-import warnings
-
 import ml_collections
 
 from hat_ebm_jax.datasets import IMAGE_DATASETS, TOY_DATASETS  # the one list of names
@@ -163,38 +161,6 @@ def train_or_eval(c: ml_collections.ConfigDict, arg: str,
     raise ValueError(f'Unknown config argument {arg!r}: give none (training) or '
                      '\'eval\' (--config=configs/<experiment>.py:eval).')
   return c
-
-
-def deprecated_eval_config(shim_path: str, experiment: str) -> ml_collections.ConfigDict:
-  """`configs/<experiment>.py:eval`, for the deprecated `configs/eval_<experiment>.py` at
-  `shim_path` (kept for one release); logs and warns (DeprecationWarning) the new form."""
-  import os  # pylint: disable=g-import-not-at-top
-  import warnings  # pylint: disable=g-import-not-at-top
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  message = (f'configs/eval_{experiment}.py is deprecated and goes in the next release: '
-             f'use --config=configs/{experiment}.py:eval (the same config).')
-  logging.warning(message)
-  warnings.warn(message, DeprecationWarning, stacklevel=2)
-  return load_config_file(
-      os.path.join(os.path.dirname(os.path.abspath(shim_path)), f'{experiment}.py'), 'eval')
-
-
-def update_latents(config) -> bool:
-  """Deprecated: `langevin.Settings.from_config(config).update_latents` (explicit key,
-  else `mode == 'joint'`)."""
-  from hat_ebm_jax import langevin  # pylint: disable=g-import-not-at-top
-  warnings.warn('config_lib.update_latents is deprecated; use '
-                'langevin.Settings.from_config(config).update_latents.',
-                DeprecationWarning, stacklevel=2)
-  return langevin.Settings.from_config(config).update_latents
-
-
-def sampler_config(config) -> dict:
-  """Deprecated: `langevin.Settings.from_config(config)` (`.to_dict()` for the dict)."""
-  from hat_ebm_jax import langevin  # pylint: disable=g-import-not-at-top
-  warnings.warn('config_lib.sampler_config is deprecated; use '
-                'langevin.Settings.from_config.', DeprecationWarning, stacklevel=2)
-  return langevin.Settings.from_config(config).to_dict()
 
 
 def validate(config) -> None:

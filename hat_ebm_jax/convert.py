@@ -13,7 +13,6 @@ module depends only on `models` of the package.
 """
 
 from typing import Dict, Tuple
-import warnings
 
 import flax
 import flax.linen as nn
@@ -117,16 +116,6 @@ def from_tf_checkpoint(ckpt_prefix: str, name: str,
   variables = tf_to_flax(tf_vars)
   check_tree_matches(expected, variables, f'TF checkpoint {ckpt_prefix!r}')
   return module, jax.tree_util.tree_map(np.asarray, variables)
-
-
-def __getattr__(name: str):
-  """The old name `convert.net_kwargs` (now `models.net_kwargs`), with a
-  DeprecationWarning."""
-  if name != 'net_kwargs':
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-  warnings.warn('convert.net_kwargs is now models.net_kwargs.', DeprecationWarning,
-                stacklevel=2)
-  return models.net_kwargs
 
 
 if __name__ == '__main__':

@@ -38,7 +38,6 @@ settings and the protocol-or-proxy label), `comparison.md`, `samples.npz`, `hat.
 
 import json
 import time
-import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import jax
@@ -68,28 +67,6 @@ RUN_KEYS = ('seed', 'batch_size', 'persistent_size', 'num_training_steps', 'ebm_
             'shuffle_buffer', 'data_epsilon')
 # Sampler keys that do not change the numbers (left out of names and comparisons).
 SCHEDULING_KEYS = ('mcmc_unroll',)
-
-# Names that moved out of this module: old name -> (module, new name). Deprecated; they
-# resolve, with a DeprecationWarning, for one release.
-_MOVED = {
-    'DERIVED_OOD': (ood, 'DERIVED_OOD'), 'ood_names': (ood, 'ood_names'),
-    'shuffle_pixels': (ood, 'shuffle_pixels'), 'ood_sets': (ood, 'ood_sets'),
-    'ood_table': (ood, 'ood_table'),
-    'REFERENCE_SEED': (fid_stats, 'REFERENCE_SEED'),
-    'fid_feature_fn': (fid_stats, 'feature_fn'),
-    'reference_fid_stats': (fid_stats, 'compute_reference_statistics'),
-    'load_or_compute_fid_stats': (fid_stats, 'reference_statistics'),
-}
-
-
-def __getattr__(name: str) -> Any:
-  if name not in _MOVED:
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-  module, new = _MOVED[name]
-  warnings.warn(f'hat_ebm_jax.evaluate.{name} moved to {module.__name__}.{new}; the old '
-                'name goes in the next release.', DeprecationWarning, stacklevel=2)
-  return getattr(module, new)
-
 
 # ------------------------------------------------------------------ config and checks
 
@@ -308,6 +285,49 @@ def sample_batches(mode, state, config, mesh) -> Iterator[Dict[str, jax.Array]]:
     yield out
 
 
+def collect_samples(batches: Iterator[Dict[str, jax.Array]], mesh, keep: int,
+                    features: Optional[Callable] = None,
+                    after_first: Optional[Callable[[], None]] = None):
+  """Host copies of the first `keep` samples of `batches` (dicts of global arrays: `hat`,
+  `gen` and the longer chains' `hat_3x`, ...), and, when `features` is given, the FID
+  features of every sample.
+
+  Returns `(samples, feats)`: dicts of `[keep, ...]` float32 arrays (`[0, ...]` when
+  `keep` is 0) and of `[N, 2048]` features (None without `features`). Raises
+  FloatingPointError if any sample of any batch is not finite, kept or not.
+  """
+  finite_fn = sharding.jit(lambda b: base.finite(*jax.tree_util.tree_leaves(b)), mesh,
+                           out_shardings=sharding.replicated(mesh))
+  kept: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
+  feats: Dict[str, List[np.ndarray]] = {'hat': [], 'gen': []}
+  shapes: Dict[str, tuple] = {}
+  finite, count = [], 0
+  for b, batch in enumerate(batches):
+    if b == 0:
+      kept, feats = ({k: [] for k in batch} for _ in range(2))
+    finite.append(finite_fn(batch))
+    shapes = {k: tuple(batch[k].shape[1:]) for k in kept}
+    if features is not None:
+      for k in feats:
+        feats[k].append(fid_stats.batch_features(features, batch[k]))
+    if count < keep:
+      host = sharding.to_host(batch)
+      for k in kept:
+        kept[k].append(np.asarray(host[k], np.float32))
+    count += int(batch['hat'].shape[0])
+    if b == 0 and after_first is not None:
+      after_first()
+  bad = [b for b, ok in enumerate(jax.device_get(finite)) if not bool(ok)]
+  if bad:
+    raise FloatingPointError(
+        f'Non-finite samples in batch(es) {bad}: the sampler diverged (check the step '
+        'sizes and temperature of the evaluation config).')
+  samples = {k: (np.concatenate(v)[:keep] if v else
+                 np.zeros((0,) + shapes.get(k, ()), np.float32)) for k, v in kept.items()}
+  return samples, ({k: np.concatenate(v) for k, v in feats.items()}
+                   if features is not None else None)
+
+
 def batched_apply(fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch: int,
                   mesh) -> np.ndarray:
   """`fn` over host images `[N, ...]` (the same on every process) in global batches of
@@ -508,28 +528,13 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
   n = int(config.num_eval_samples)
   keep = n if int(config.num_saved_samples) < 0 else min(n, int(config.num_saved_samples))
   need_all = metric in ('digits_fd', 'mmd')
-  names = ['gen', 'hat'] + [long_run.sample_name('hat', f) for f in
-                            long_run.check_factors(config.chain_length_factors)[1:]]
-  kept: Dict[str, List[np.ndarray]] = {k: [] for k in names}
-  feats: Dict[str, List[np.ndarray]] = {k: [] for k in names}
-  count = 0
   t0 = time.time()
-  for batch in sample_batches(mode, state, config, mesh):
-    if features is not None:
-      for k in feats:
-        feats[k].append(fid_stats.batch_features(features, batch[k]))
-    if need_all or count < keep:
-      host = sharding.to_host(batch)
-      for k in kept:
-        kept[k].append(np.asarray(host[k], np.float32))
-    count += int(config.eval_batch_size)
-    if count == int(config.eval_batch_size):
-      logging.info('First batch (compile + run) took %.1fs.', time.time() - t0)
-  samples = {k: np.concatenate(v) for k, v in kept.items()}
-  finite = all(np.isfinite(v).all() for v in samples.values())
-  if not finite:
-    raise FloatingPointError('Non-finite samples: the sampler diverged (check the step '
-                             'sizes and temperature of the evaluation config).')
+
+  def first_batch_done():
+    logging.info('First batch (compile + run) took %.1fs.', time.time() - t0)
+
+  samples, feats = collect_samples(sample_batches(mode, state, config, mesh), mesh,
+                                   n if need_all else keep, features, first_batch_done)
 
   out: Dict[str, Any] = {}
   label = sample_label(n, metric)
@@ -539,8 +544,7 @@ def _evaluate_samples(config, workdir, out_dir, mode, state, mesh, metric, featu
                                                          fingerprint, is_chief)
     ref_info.update(fid_weights=str(config.fid_weights), fid_weights_sha=fingerprint)
     name = fid_name(n)
-    scored, reference = {k: np.concatenate(v) for k, v in feats.items()}, dict(
-        reference=ref_stats)
+    scored, reference = feats, dict(reference=ref_stats)
     out['reference'] = ref_info
   elif metric == 'digits_fd':
     scored, reference = samples, {}

@@ -31,7 +31,6 @@ never see the `1/T` cotangent.
 
 import dataclasses
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
-import warnings
 
 import flax
 import jax
@@ -213,13 +212,6 @@ class Settings:
 SettingsLike = Union[Settings, Mapping[str, Any], Any]  # `Settings.from_config` reads it
 REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(Settings)
                       if f.default is dataclasses.MISSING)
-
-
-def sampler_settings(config: Union[Mapping[str, Any], Any]) -> dict:
-  """Deprecated: `Settings.from_config(config).to_dict()`."""
-  warnings.warn('langevin.sampler_settings is deprecated; use '
-                'langevin.Settings.from_config.', DeprecationWarning, stacklevel=2)
-  return Settings.from_config(config).to_dict()
 
 
 def _per_sample_norm(g: Array) -> Array:

@@ -89,6 +89,9 @@ def main(argv):
     evaluate.run(config, _WORKDIR.value)
   else:
     from hat_ebm_jax import train  # pylint: disable=g-import-not-at-top
+    logging.info('Training %s: checkpoints, summaries and samples go to %s '
+                 '(--verbosity=1 shows the libraries\' log lines too).', config.mode,
+                 _WORKDIR.value)
     train.run(config, _WORKDIR.value)
 
 

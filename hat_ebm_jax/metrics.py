@@ -3,11 +3,11 @@
 * `frechet_distance(mu1, sigma1, mu2, sigma2)`: the FID formula of the TF / pytorch-fid
   reference code. `feature_statistics(features) -> (mu, sigma)`.
 * `digits_fd(images, image_size)`: the Fréchet distance between features of a small CNN
-  classifier of the digits (trained once, deterministically, and cached) for `images` and
-  for the digits' *training* split. `digits_fd_table` reports the floor (held-out *test*
-  digits vs the training split) next to the generator's and the Hat EBM's samples, all
-  against the same training-split statistics. It is the offline stand-in for FID; its
-  values are not comparable to FID.
+  classifier of the digits (`digits_classifier`: trained once, deterministically, and
+  cached) for `images` and for the digits' *training* split. `digits_fd_table` reports
+  the floor (held-out *test* digits vs the training split) next to the generator's and
+  the Hat EBM's samples, all against the same training-split statistics. It is the
+  offline stand-in for FID; its values are not comparable to FID.
 * `mmd(x, y)`: unbiased squared MMD with a sum of Gaussian kernels (2D toy evaluation).
 * `ood_auroc(energy_in, energy_out)`: P(energy of an OOD sample > energy of an
   in-distribution sample), ties counting half.
@@ -19,21 +19,15 @@ training's final metrics alike: `quality_metric(dataset, fid_weights)` picks 'fi
 one).
 """
 
-import os
-import time
 import warnings
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-import flax
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import scipy.linalg
-import scipy.stats
+import sklearn.metrics
 
-from hat_ebm_jax.datasets import TOY_DATASETS, digits
+from hat_ebm_jax import digits_classifier
+from hat_ebm_jax.datasets import TOY_DATASETS
 
 # ------------------------------------------------------------------ Fréchet distance
 
@@ -97,170 +91,20 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
 
 # ------------------------------------------------------------------ digits_fd
 
-DIGITS_CLASSIFIER_VERSION = 'v1'  # bump when the net or its training changes
-DIGITS_FEATURES = 64  # penultimate width = feature dimension of digits_fd
-_TRAIN_STEPS = 250
-_BATCH = 128
-_LR = 2e-3
-
-
-class DigitsClassifier(nn.Module):
-  """Small CNN for the digits; `features` (penultimate, after ReLU) feed `digits_fd`.
-
-  Inputs `[B, S, S, nch]` in `[-1, 1]`. Images larger than 16 first go through a
-  patchifying conv (kernel = stride = S // 16) so training stays cheap at any size.
-  Returns `(logits [B, 10], features [B, DIGITS_FEATURES])`.
-  """
-  num_features: int = DIGITS_FEATURES
-
-  @nn.compact
-  def __call__(self, x):
-    p = x.shape[1] // 16
-    if p > 1:
-      x = nn.relu(nn.Conv(16, (p, p), strides=(p, p), padding='VALID', name='patch')(x))
-    x = nn.relu(nn.Conv(16, (3, 3), name='conv1')(x))
-    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-    x = nn.relu(nn.Conv(32, (3, 3), name='conv2')(x))
-    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-    x = x.reshape(x.shape[0], -1)
-    features = nn.relu(nn.Dense(self.num_features, name='features')(x))
-    return nn.Dense(10, name='logits')(features), features
-
-
-def default_cache_dir() -> str:
-  """`$HAT_EBM_CACHE` or `~/.cache/hat_ebm_jax`."""
-  return os.environ.get('HAT_EBM_CACHE') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'hat_ebm_jax')
-
-
-def digits_classifier_path(image_size: int, nch: int = 1,
-                           cache_dir: Optional[str] = None) -> str:
-  """The cache file of the classifier for `image_size` and `nch`."""
-  return os.path.join(
-      cache_dir or default_cache_dir(),
-      f'digits_classifier_{DIGITS_CLASSIFIER_VERSION}_s{image_size}_c{nch}.npz')
-
-
-def digits_images(split: str, image_size: int, nch: int = 1) -> Tuple[np.ndarray, np.ndarray]:
-  """A digits split through `digits.to_model_images` (grey tiled to `nch` channels)."""
-  images, labels = digits.load(split)
-  x = digits.to_model_images(images, image_size)
-  if nch != 1:
-    x = np.repeat(x, nch, axis=-1)
-  return x, labels
-
-
-def _train_digits_classifier(image_size: int, nch: int) -> Dict:
-  """Deterministic training (seed 0, Adam, `_TRAIN_STEPS` steps). Returns params."""
-  x, y = digits_images('train', image_size, nch)
-  module = DigitsClassifier()
-  params = module.init(jax.random.PRNGKey(0), jnp.zeros((1,) + x.shape[1:]))['params']
-  tx = optax.adam(_LR)
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, xb, yb):
-    def loss_fn(p):
-      logits, _ = module.apply({'params': p}, xb)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  rng = np.random.RandomState(0)
-  order, pos = rng.permutation(len(x)), 0
-  for _ in range(_TRAIN_STEPS):
-    if pos + _BATCH > len(x):
-      order, pos = rng.permutation(len(x)), 0
-    idx = order[pos:pos + _BATCH]
-    pos += _BATCH
-    params, opt_state = step(params, opt_state, x[idx], y[idx])
-  return jax.device_get(params)
-
-
-def load_digits_classifier(image_size: int, nch: int = 1,
-                           cache_dir: Optional[str] = None) -> Tuple[DigitsClassifier, Dict]:
-  """`(module, params)`: loaded from the cache file, or trained (a few seconds) and cached."""
-  path = digits_classifier_path(image_size, nch, cache_dir)
-  if os.path.isfile(path):
-    try:
-      with np.load(path) as f:
-        flat = {tuple(k.split('/')): np.asarray(f[k]) for k in f.files}
-      return DigitsClassifier(), flax.traverse_util.unflatten_dict(flat)
-    except Exception:  # pylint: disable=broad-except  # corrupt cache: retrain
-      pass
-  params = _train_digits_classifier(image_size, nch)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.{time.time_ns()}.tmp.npz'
-  np.savez(tmp, **{'/'.join(k): np.asarray(v)
-                   for k, v in flax.traverse_util.flatten_dict(params).items()})
-  os.replace(tmp, path)  # atomic: concurrent writers leave one whole file
-  return DigitsClassifier(), params
-
-
-def _check_images(images: np.ndarray, image_size: int) -> np.ndarray:
-  images = np.asarray(images, np.float32)
-  if images.ndim != 4 or images.shape[1:3] != (image_size, image_size):
-    raise ValueError(f'expected images [N, {image_size}, {image_size}, nch]; got '
-                     f'{images.shape}.')
-  return images
-
-
-# One jitted classifier per cache file (path, mtime) and process: the final metrics score
-# many sample sets (both weights, several chain lengths), each compiling nothing new.
-_CLASSIFIER_PROGRAMS: Dict[Tuple, Callable] = {}
-
-
-def _classifier_apply(image_size: int, nch: int, cache_dir: Optional[str]) -> Callable:
-  """The classifier's jitted `images -> (logits, features)` (built once per cache file)."""
-  module, params = load_digits_classifier(image_size, nch, cache_dir)
-  path = digits_classifier_path(image_size, nch, cache_dir)
-  key = (path, os.path.getmtime(path) if os.path.isfile(path) else None)
-  if key not in _CLASSIFIER_PROGRAMS:
-    _CLASSIFIER_PROGRAMS[key] = jax.jit(lambda xb: module.apply({'params': params}, xb))
-  return _CLASSIFIER_PROGRAMS[key]
-
-
-def _classifier_outputs(images: np.ndarray, image_size: int, cache_dir: Optional[str],
-                        batch: int = 500) -> Tuple[np.ndarray, np.ndarray]:
-  images = _check_images(images, image_size)
-  apply = _classifier_apply(image_size, images.shape[-1], cache_dir)
-  logits, feats = [], []
-  for i in range(0, len(images), batch):
-    lo, fe = apply(images[i:i + batch])
-    logits.append(np.asarray(lo))
-    feats.append(np.asarray(fe, np.float64))
-  return np.concatenate(logits), np.concatenate(feats)
-
-
-def digits_features(images: np.ndarray, image_size: int,
-                    cache_dir: Optional[str] = None) -> np.ndarray:
-  """Penultimate classifier features `[N, DIGITS_FEATURES]` of images `[N, S, S, nch]`."""
-  return _classifier_outputs(images, image_size, cache_dir)[1]
-
-
-def digits_classifier_accuracy(image_size: int, nch: int = 1, split: str = 'test',
-                               cache_dir: Optional[str] = None) -> float:
-  """Accuracy of the (cached) digits classifier on a digits split."""
-  x, y = digits_images(split, image_size, nch)
-  logits, _ = _classifier_outputs(x, image_size, cache_dir)
-  return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
 def digits_reference_statistics(image_size: int, nch: int = 1,
                                 cache_dir: Optional[str] = None):
   """`(mu, sigma)` of the classifier features of the digits' training split."""
-  x, _ = digits_images('train', image_size, nch)
-  return feature_statistics(digits_features(x, image_size, cache_dir))
+  x, _ = digits_classifier.digits_images('train', image_size, nch)
+  return feature_statistics(digits_classifier.digits_features(x, image_size, cache_dir))
 
 
 def digits_fd(images: np.ndarray, image_size: int, cache_dir: Optional[str] = None) -> float:
   """Fréchet distance between `images` `[N, S, S, nch]` in `[-1, 1]` and the digits'
   training split, in the features of the cached digits classifier. N >= 2; a few hundred
   images or more for a stable value."""
-  images = _check_images(images, image_size)
+  images = digits_classifier.check_images(images, image_size)
   ref = digits_reference_statistics(image_size, images.shape[-1], cache_dir)
-  return frechet_distance(*feature_statistics(digits_features(images, image_size,
+  return frechet_distance(*feature_statistics(digits_classifier.digits_features(images, image_size,
                                                               cache_dir)), *ref)
 
 
@@ -274,17 +118,17 @@ def digits_fd_table(gen_images: np.ndarray, hat_images: np.ndarray, image_size: 
   * `hat`: the Hat EBM's samples `G(z) + y`.
   Compare `gen` and `hat` with `floor` at the same sample count.
   """
-  gen_images = _check_images(gen_images, image_size)
-  hat_images = _check_images(hat_images, image_size)
+  gen_images = digits_classifier.check_images(gen_images, image_size)
+  hat_images = digits_classifier.check_images(hat_images, image_size)
   if hat_images.shape[-1] != gen_images.shape[-1]:
     raise ValueError(f'gen and hat images differ in channels: {gen_images.shape} vs '
                      f'{hat_images.shape}.')
   nch = gen_images.shape[-1]
   ref = digits_reference_statistics(image_size, nch, cache_dir)
-  test_images, _ = digits_images('test', image_size, nch)
+  test_images, _ = digits_classifier.digits_images('test', image_size, nch)
   out = {}
   for name, images in (('floor', test_images), ('gen', gen_images), ('hat', hat_images)):
-    feats = digits_features(images, image_size, cache_dir)
+    feats = digits_classifier.digits_features(images, image_size, cache_dir)
     out[name] = frechet_distance(*feature_statistics(feats), *ref)
   return out
 
@@ -331,9 +175,9 @@ def ood_auroc(energy_in: np.ndarray, energy_out: np.ndarray) -> float:
 
   In-distribution samples should have lower energy `H(x)`. Returns the probability that
   a random OOD sample has a higher energy than a random in-distribution sample, ties
-  counting half (Mann-Whitney U / (n_in n_out), from average ranks). 1: perfect
-  separation, 0.5: chance. Equals `sklearn.metrics.roc_auc_score` with OOD as the positive
-  class and the energy as the score.
+  counting half (the Mann-Whitney U / (n_in n_out)). 1: perfect separation, 0.5: chance.
+  Computed by `sklearn.metrics.roc_auc_score` with OOD as the positive class and the
+  energy as the score.
   """
   e_in = np.asarray(energy_in, np.float64).ravel()
   e_out = np.asarray(energy_out, np.float64).ravel()
@@ -341,10 +185,8 @@ def ood_auroc(energy_in: np.ndarray, energy_out: np.ndarray) -> float:
     raise ValueError('ood_auroc needs at least one in- and one out-of-distribution score.')
   if not (np.isfinite(e_in).all() and np.isfinite(e_out).all()):
     raise ValueError('ood_auroc got non-finite energies.')
-  ranks = scipy.stats.rankdata(np.concatenate([e_in, e_out]))  # ties: average rank
-  n_out = e_out.size
-  u_out = ranks[e_in.size:].sum() - n_out * (n_out + 1) / 2.0
-  return float(u_out / (e_in.size * n_out))
+  labels = np.concatenate([np.zeros(e_in.size), np.ones(e_out.size)])
+  return float(sklearn.metrics.roc_auc_score(labels, np.concatenate([e_in, e_out])))
 
 
 # ------------------------------------------------------------------ quality by name

@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
-from hat_ebm_jax import metrics
+from hat_ebm_jax import digits_classifier, metrics
 
 PCA_COMPONENTS = 32  # 16x16 digits: 32 components keep 95% of the pixel variance
 PAIR = ('gen', 'hat')  # the sets `metrics.quality` scores
@@ -25,7 +25,7 @@ PAIR = ('gen', 'hat')  # the sets `metrics.quality` scores
 @functools.lru_cache(maxsize=4)
 def _pca(image_size: int, nch: int) -> Tuple[np.ndarray, np.ndarray]:
   """`(mean [D], basis [D, PCA_COMPONENTS])` of the training digits' pixels."""
-  x, _ = metrics.digits_images('train', image_size, nch)
+  x, _ = digits_classifier.digits_images('train', image_size, nch)
   x = x.reshape(len(x), -1).astype(np.float64)
   mean = x.mean(axis=0)
   _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
@@ -41,7 +41,7 @@ def pca_features(images: np.ndarray, image_size: int) -> np.ndarray:
 
 def digits_pca_fd(images: np.ndarray, image_size: int) -> float:
   """Fréchet distance of `images` to the training digits in `pca_features`."""
-  ref, _ = metrics.digits_images('train', image_size, np.asarray(images).shape[-1])
+  ref, _ = digits_classifier.digits_images('train', image_size, np.asarray(images).shape[-1])
   return metrics.fid_from_features(pca_features(images, image_size),
                                    pca_features(ref, image_size))
 
@@ -51,7 +51,7 @@ def digits_pca_fd_table(samples: Mapping[str, np.ndarray],
   """`digits_pca_fd` of every set in `samples` and of the held-out test digits
   (`floor`), all against the training split."""
   nch = np.asarray(next(iter(samples.values()))).shape[-1]
-  test, _ = metrics.digits_images('test', image_size, nch)
+  test, _ = digits_classifier.digits_images('test', image_size, nch)
   sets = dict(floor=test, **samples)
   return {k: digits_pca_fd(v, image_size) for k, v in sets.items()}
 

@@ -110,9 +110,7 @@ def use_mesh(mesh: Optional[Mesh]):
   """
   if mesh is None:
     return contextlib.nullcontext()
-  if hasattr(jax, 'set_mesh'):
-    return jax.set_mesh(mesh)
-  return jax.sharding.use_mesh(mesh)  # pragma: no cover (jax < 0.7)
+  return jax.set_mesh(mesh)
 
 
 def jit(fn, mesh: Mesh, **jit_kwargs):
@@ -165,12 +163,9 @@ def constrain_batch(tree: Any) -> Any:
 
 
 def _shard_map(f, in_specs, out_specs):
-  """`jax.shard_map` over the ambient mesh (jax >= 0.7; else the experimental one)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if hasattr(jax, 'shard_map'):
-    return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-  from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
-  return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)  # pragma: no cover
+  """`jax.shard_map` over the ambient mesh."""
+  return jax.shard_map(f, mesh=jax.sharding.get_abstract_mesh(), in_specs=in_specs,
+                       out_specs=out_specs)
 
 
 def _owned(idx: jax.Array, rows_per_device: int):

@@ -313,6 +313,7 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
   preemption = _Preemption(install=not multiprocess)
   profile = _Profile(c, ctx.workdir)
   means = MeanMetrics(mesh, start)
+  progress = cli.Progress(c.num_training_steps, start)
   last: Dict[str, Any] = {}
   metrics: Dict[str, Any] = {}
   batch, step = None, start
@@ -348,7 +349,9 @@ def train_loop(ctx: RunContext, state: base.TrainState, start: int):
       # A boundary: the only place the loop reads device values (finite first).
       with jax.transfer_guard_device_to_host('allow'):
         if log:
-          ctx.writer.write_scalars(step, means.flush(step, manager))
+          scalars = means.flush(step, manager)
+          ctx.writer.write_scalars(step, scalars)
+          progress(step, scalars)
         else:
           means.check(step, manager)
         if evaluate:

@@ -10,10 +10,9 @@ fill the same cache: the same tiny programs compile once per session, not once p
 process or per `train.run`. A run never depends on what an earlier session left there.
 
 The conformance data (checkpoints, inputs/outputs and update steps written by running the
-authors' TF2 code, see SPEC.md) sit outside the repository, at
-`<repo>/../shared/reference/tf_original`. Tests that need them take the `ref_dir`,
-`manifest` or `ref_net` fixtures, which skip with a clear reason when the folder is absent;
-every other test runs without it.
+authors' TF2 code) ship with the tests, in `tests/data/tf_original` (its README.md says
+what each file is). Tests that need them take the `ref_dir`, `manifest` or `ref_net`
+fixtures; nothing outside the repository is read, and no test skips for missing data.
 """
 
 import atexit
@@ -62,8 +61,7 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes',
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = os.path.join(REPO, 'configs')
-REF = REPO.parent / 'shared' / 'reference' / 'tf_original'
-SKIP_REASON = 'conformance data ../shared/reference/tf_original not found'
+REF = REPO / 'tests' / 'data' / 'tf_original'
 
 # Generator output factor the reference checkpoints were written with (README table).
 REF_OUT_FACTOR = {'gen_sngan32': 2.0, 'gen_sngan64': 1.0, 'gen_sngan128': 1.0,
@@ -146,17 +144,11 @@ def max_rel_diff_per_tensor(a, b):
 # ------------------------------------------------------------------ conformance data
 
 
-def require_ref() -> pathlib.Path:
-  """Returns REF, or skips the calling test if the conformance folder is absent."""
-  if not REF.is_dir():
-    pytest.skip(SKIP_REASON)
-  return REF
-
-
 @pytest.fixture(scope='session')
 def ref_dir() -> pathlib.Path:
-  """The conformance folder (skips when it is absent)."""
-  return require_ref()
+  """The conformance folder, `tests/data/tf_original`."""
+  assert (REF / 'manifest.json').is_file(), f'conformance data missing from {REF}'
+  return REF
 
 
 @pytest.fixture(scope='session')

@@ -1,14 +1,14 @@
-"""Every paper config carries exactly the values of docs/algorithm.md §8.
+"""Every paper config carries exactly the values of docs/algorithm.md §8 (and, with
+`:eval`, those of docs/algorithm.md §9); bad configs fail early; each experiment is one
+file (`:eval` selects its evaluation)."""
 
-With `:eval`, those of docs/algorithm.md §9; bad configs fail early; the deprecated
-`eval_<experiment>.py` files equal the `:eval` forms."""
-
+import os
 import warnings
 
 import pytest
 
 from hat_ebm_jax import config_lib
-from tests.conftest import load
+from tests.conftest import CONFIGS, load
 
 COMMON = dict(data_epsilon=1e-3, init_scale_latent=1.0, init_scale_res=0.0,
               max_grad_norm=50.0, ebm_opt_decay=0.9999, gen_opt_decay=0.9999,
@@ -111,11 +111,9 @@ def test_eval_form_has_the_evaluation_values_and_the_training_nets(name):
   assert load(name, '').to_dict() == trained.to_dict()
 
 
-@pytest.mark.parametrize('name', sorted(EXPECTED_EVAL))
-def test_deprecated_eval_file_warns_and_equals_the_eval_form(name):
-  with pytest.warns(DeprecationWarning, match=f'configs/{name}.py:eval'):
-    old = load(f'eval_{name}')
-  assert old.to_dict() == load(name, 'eval').to_dict()
+def test_one_file_per_experiment():
+  """No `configs/eval_<experiment>.py`: the evaluation is `configs/<experiment>.py:eval`."""
+  assert not [f for f in os.listdir(CONFIGS) if f.startswith('eval_')]
 
 
 def test_an_unknown_config_argument_is_refused():
@@ -134,7 +132,7 @@ def test_every_config_validates(name):
 @pytest.mark.parametrize('name', sorted(EXPECTED_EVAL))
 def test_every_eval_form_validates(name):
   with warnings.catch_warnings():
-    warnings.simplefilter('error')  # the new form warns nothing
+    warnings.simplefilter('error')  # loading a config warns nothing
     c = load(name, 'eval')
   config_lib.validate(c)
 

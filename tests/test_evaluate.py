@@ -548,3 +548,32 @@ def test_imported_weights_of_another_architecture_are_refused(run_dir, tmp_path)
     evaluate.run(eval_digits(ebm_weights=ebm_dir, gen_weights=str(tmp_path / 'nowhere')),
                  str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
+
+
+def _fake_batches(n_batches, batch=4, bad=None):
+  for b in range(n_batches):
+    x = np.full((batch, 2, 2, 1), float(b), np.float32)
+    if b == bad:
+      x[-1, 0, 0, 0] = np.nan
+    yield {'hat': jax.numpy.asarray(x), 'gen': jax.numpy.asarray(x - 1)}
+
+
+def test_collected_samples_with_none_kept_and_fid_features():
+  """num_saved_samples=0 with FID: nothing kept (empty arrays of the image shape), every
+  sample's features computed."""
+  from hat_ebm_jax import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.create_mesh()
+  features = lambda x: jax.numpy.reshape(x, (x.shape[0], -1))[:, :3]
+  samples, feats = evaluate.collect_samples(_fake_batches(3), mesh, 0, features)
+  assert {k: v.shape for k, v in samples.items()} == {'hat': (0, 2, 2, 1),
+                                                       'gen': (0, 2, 2, 1)}
+  assert feats['hat'].shape == (12, 3) and feats['gen'].shape == (12, 3)
+  samples, feats = evaluate.collect_samples(_fake_batches(3), mesh, 6)
+  assert samples['hat'].shape == (6, 2, 2, 1) and feats is None
+  np.testing.assert_array_equal(samples['hat'][4:, 0, 0, 0], [1.0, 1.0])
+
+
+def test_a_non_finite_sample_is_caught_even_when_it_is_not_kept():
+  from hat_ebm_jax import sharding  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FloatingPointError, match=r'batch\(es\) \[2\]'):
+    evaluate.collect_samples(_fake_batches(3, bad=2), sharding.create_mesh(), 4)

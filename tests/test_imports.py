@@ -6,14 +6,14 @@ cycle, and the bottom layers import what their docstrings say.
 The graph is read from the source (`ast`): every import of a module, at module level
 (including inside `if`/`try`/`with`) and inside functions and classes, since an import
 deferred into a function still makes the two modules depend on each other. Nothing is
-left out: `if __name__ == '__main__':` blocks and the `__getattr__` shims that keep moved
-names working count too (a shim that imports the module its name moved to, when that
-module imports the shim's, is a cycle). Importing `a.b.c` also runs the packages `a.b` and `a` (unless the
-importer lies inside them already), so those are edges too.
+left out: `if __name__ == '__main__':` blocks count too. Importing `a.b.c` also runs the
+packages `a.b` and `a` (unless the importer lies inside them already), so those are
+edges too. There are no compatibility shims: each thing has one name.
 """
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from typing import Dict, List, Optional, Set
@@ -158,33 +158,77 @@ def test_every_module_imports_on_its_own():
   assert p.stdout.strip().splitlines()[-1] == 'ok', p.stdout
 
 
-@pytest.mark.parametrize('old, new', [
-    ('hat_ebm_jax.convert:net_kwargs', 'hat_ebm_jax.models:net_kwargs'),
-    ('hat_ebm_jax.modes.base:make_generator', 'hat_ebm_jax.models:make_generator'),
-    ('hat_ebm_jax.modes.base:make_ebm', 'hat_ebm_jax.models:make_ebm'),
+@pytest.mark.parametrize('old', [
+    'hat_ebm_jax.convert:net_kwargs', 'hat_ebm_jax.modes.base:make_generator',
+    'hat_ebm_jax.modes.base:make_ebm', 'hat_ebm_jax.evaluate:ood_sets',
+    'hat_ebm_jax.evaluate:fid_feature_fn', 'hat_ebm_jax.config_lib:sampler_config',
+    'hat_ebm_jax.config_lib:update_latents', 'hat_ebm_jax.config_lib:deprecated_eval_config',
+    'hat_ebm_jax.langevin:sampler_settings',
 ])
-def test_moved_names_still_work_with_a_deprecation_warning(old, new):
+def test_one_name_for_each_thing(old):
+  """Names that moved exist only where they moved to: no forwarding, no aliases."""
   import importlib  # pylint: disable=g-import-not-at-top
-  get = lambda s: getattr(importlib.import_module(s.split(':')[0]), s.split(':')[1])
-  with pytest.warns(DeprecationWarning, match=new.split(':')[1]):
-    assert get(old) is get(new)
+  module, name = old.split(':')
+  assert not hasattr(importlib.import_module(module), name), old
+  assert not hasattr(importlib.import_module(module), '__getattr__'), module
 
 
-def test_the_architecture_notes_and_the_layout_page_name_every_module():
-  """ARCHITECTURE.md's module table names every module (a package by its folder), and
-  docs/layout.md's table every top-level module and package: the maps stay true."""
-  with open(os.path.join(REPO, 'ARCHITECTURE.md')) as f:
-    architecture = f.read()
-  with open(os.path.join(REPO, 'docs', 'layout.md')) as f:
-    layout = f.read()
-  tops = set()
-  for name in package_modules():
+def architecture_units() -> Dict[str, Set[str]]:
+  """{row name as ARCHITECTURE.md writes it (`x.py`, a package `x/`): the package's
+  top-level modules and packages it imports (by name, without `.py` or `/`)}, from the
+  import graph; a package's row joins its submodules' imports, less itself."""
+  modules, graph = package_modules(), import_graph()
+  units: Dict[str, Set[str]] = {}
+  for name, path in modules.items():
     parts = name.split('.')
     if len(parts) == 1:
       continue
-    is_package = len(parts) > 2 or os.path.basename(package_modules()[name]) == '__init__.py'
-    tops.add(f'`{parts[1]}/`' if is_package else f'`{parts[1]}.py`')
-  missing_arch = sorted(t for t in tops if t not in architecture)
-  missing_readme = sorted(t for t in tops if t.strip('`/') not in layout)
-  assert not missing_arch, f'ARCHITECTURE.md does not name {missing_arch}'
-  assert not missing_readme, f'docs/layout.md does not name {missing_readme}'
+    is_package = len(parts) > 2 or os.path.basename(path) == '__init__.py'
+    deps = units.setdefault(parts[1] + ('/' if is_package else '.py'), set())
+    deps.update(d.split('.')[1] for d in graph[name]
+                if len(d.split('.')) > 1 and d.split('.')[1] != parts[1])
+  return units
+
+
+def architecture_table(text: str) -> Dict[str, Set[str]]:
+  """{module cell: the backticked names of its imports cell} of the `## Modules` table
+  (`none` for none)."""
+  section = text[text.index('## Modules'):]
+  rows = {}
+  for line in section.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if len(cells) != 3 or not cells[0].startswith('`'):
+      continue
+    rows[cells[0].strip('`')] = set(re.findall(r'`([^`]+)`', cells[2]))
+  return rows
+
+
+def test_the_architecture_table_has_each_module_s_imports():
+  """ARCHITECTURE.md's module table: one row per module and package, and each row's
+  imports column equal to what the code imports (ast)."""
+  with open(os.path.join(REPO, 'ARCHITECTURE.md'), encoding='utf-8') as f:
+    table = architecture_table(f.read())
+  actual = architecture_units()
+  fmt = lambda names: ', '.join(f'`{n}`' for n in sorted(names)) or 'none'
+  problems = [f'add a row `{u}` with imports: {fmt(actual[u])}'
+              for u in sorted(set(actual) - set(table))]
+  problems += [f'remove the row `{u}` (no such module)' for u in sorted(set(table) - set(actual))]
+  problems += [f'row `{u}`: the imports column says {fmt(table[u])}; write {fmt(actual[u])}'
+               for u in sorted(set(actual) & set(table)) if table[u] != actual[u]]
+  assert not problems, 'ARCHITECTURE.md, fix:\n  ' + '\n  '.join(problems)
+
+
+def test_the_architecture_table_parser():
+  text = ('## Modules\n\n| module | owns | imports |\n| --- | --- | --- |\n'
+          '| `a.py` | things `x` | `b`, `c/` |\n| `d/` | more | none |\n')
+  assert architecture_table(text) == {'a.py': {'b', 'c/'}, 'd/': set()}
+  assert architecture_table(text.replace('none', '`none`'))['d/'] == {'none'}
+
+
+def test_the_layout_page_names_every_module():
+  """docs/layout.md's table names every top-level module and package."""
+  with open(os.path.join(REPO, 'docs', 'layout.md'), encoding='utf-8') as f:
+    layout = f.read()
+  missing = sorted(u for u in architecture_units() if u.rstrip('/').replace('.py', '')
+                   not in layout)
+  assert not missing, f'docs/layout.md does not name {missing}'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
-from hat_ebm_jax import metrics
+from hat_ebm_jax import digits_classifier, metrics
 
 IMAGE_SIZE = 16
 
@@ -109,36 +109,36 @@ def test_feature_statistics_are_mean_and_unbiased_covariance():
 def cache_dir(tmp_path_factory):
   """One classifier per test session, trained into a temporary cache directory."""
   d = str(tmp_path_factory.mktemp('digits_cache'))
-  metrics.load_digits_classifier(IMAGE_SIZE, 1, d)
+  digits_classifier.load_digits_classifier(IMAGE_SIZE, 1, d)
   return d
 
 
 def test_digits_classifier_reaches_95_percent_on_the_held_out_split(cache_dir):
-  assert metrics.digits_classifier_accuracy(IMAGE_SIZE, 1, 'test', cache_dir) >= 0.95
+  assert digits_classifier.digits_classifier_accuracy(IMAGE_SIZE, 1, 'test', cache_dir) >= 0.95
 
 
 def test_digits_classifier_is_cached_and_reused(cache_dir, monkeypatch):
-  path = metrics.digits_classifier_path(IMAGE_SIZE, 1, cache_dir)
+  path = digits_classifier.digits_classifier_path(IMAGE_SIZE, 1, cache_dir)
   assert os.path.isfile(path)
-  assert metrics.DIGITS_CLASSIFIER_VERSION in os.path.basename(path)
+  assert digits_classifier.DIGITS_CLASSIFIER_VERSION in os.path.basename(path)
 
   def no_training(*args):
     raise AssertionError('the cached classifier should have been loaded')
 
-  monkeypatch.setattr(metrics, '_train_digits_classifier', no_training)
-  _, params = metrics.load_digits_classifier(IMAGE_SIZE, 1, cache_dir)
-  assert params['features']['kernel'].shape[-1] == metrics.DIGITS_FEATURES
+  monkeypatch.setattr(digits_classifier, '_train_digits_classifier', no_training)
+  _, params = digits_classifier.load_digits_classifier(IMAGE_SIZE, 1, cache_dir)
+  assert params['features']['kernel'].shape[-1] == digits_classifier.DIGITS_FEATURES
 
 
 def test_digits_fd_of_the_training_split_itself_is_zero(cache_dir):
-  train, _ = metrics.digits_images('train', IMAGE_SIZE)
+  train, _ = digits_classifier.digits_images('train', IMAGE_SIZE)
   assert abs(metrics.digits_fd(train, IMAGE_SIZE, cache_dir)) < 1e-6
 
 
 def test_digits_floor_is_small_and_uniform_noise_is_far(cache_dir):
   noise = np.random.RandomState(0).uniform(
       -1, 1, (300, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
-  test, _ = metrics.digits_images('test', IMAGE_SIZE)
+  test, _ = digits_classifier.digits_images('test', IMAGE_SIZE)
   table = metrics.digits_fd_table(noise, test, IMAGE_SIZE, cache_dir)
   assert set(table) == {'floor', 'gen', 'hat'}
   # floor: held-out test digits vs the training split; here 'hat' is the same set.
@@ -199,11 +199,25 @@ def test_ood_auroc_equals_sklearn_roc_auc_with_ood_positive():
                              _sklearn_auroc(e_in, e_out), rtol=1e-12)
 
 
+def _rank_auroc(e_in, e_out):
+  """The Mann-Whitney form (average ranks) ood_auroc had before it called sklearn."""
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  e_in, e_out = np.asarray(e_in, np.float64), np.asarray(e_out, np.float64)
+  ranks = scipy.stats.rankdata(np.concatenate([e_in, e_out]))
+  n_out = e_out.size
+  return (ranks[e_in.size:].sum() - n_out * (n_out + 1) / 2.0) / (e_in.size * n_out)
+
+
 def test_ood_auroc_counts_ties_half():
   rng = np.random.RandomState(8)
   e_in, e_out = rng.randint(0, 5, 200), rng.randint(1, 6, 150)  # many ties
   np.testing.assert_allclose(metrics.ood_auroc(e_in, e_out),
                              _sklearn_auroc(e_in, e_out), rtol=1e-12)
+  for seed in range(5):
+    rng = np.random.RandomState(seed)
+    e_in, e_out = rng.randint(0, 4, 97), rng.randint(0, 6, 61)
+    np.testing.assert_allclose(metrics.ood_auroc(e_in, e_out), _rank_auroc(e_in, e_out),
+                               rtol=1e-12)
   assert metrics.ood_auroc([1.0, 1.0], [1.0]) == 0.5
 
 
@@ -249,7 +263,7 @@ def test_quality_scores_are_the_metrics_of_gen_and_hat_and_the_floor(cache_dir,
       gen=metrics.fid_from_features(gen, true), hat=metrics.fid_from_features(hat, true))
   # digits_fd: floor, gen, hat of digits_fd_table
   monkeypatch.setenv('HAT_EBM_CACHE', cache_dir)
-  test, _ = metrics.digits_images('test', IMAGE_SIZE)
+  test, _ = digits_classifier.digits_images('test', IMAGE_SIZE)
   got = metrics.quality('digits_fd', c, dict(gen=test[:100], hat=test[100:]))
   assert got == metrics.digits_fd_table(test[:100], test[100:], IMAGE_SIZE, cache_dir)
   assert list(got) == ['floor', 'gen', 'hat']

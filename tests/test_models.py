@@ -83,7 +83,7 @@ def test_reference_width_net_has_checkpoint_output_shape(name):
 
 
 def test_reference_table_agrees_with_manifest(manifest):
-  """The constants above are the manifest's (conformance data present)."""
+  """The constants above are the manifest's."""
   for name, (_, num_params, in_shape, out_shape) in REFERENCE_NETS.items():
     assert manifest[name]['num_params'] == num_params, name
     assert tuple(manifest[name]['input_shape']) == in_shape, name

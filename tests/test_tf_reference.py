@@ -1,5 +1,5 @@
 """benchmarks/tf_reference.py: `--smoke` prints well-formed JSON lines, and its TF2 nets and
-sampler are the original's (checked against the conformance data when it is present)."""
+sampler are the original's (checked against the conformance data in tests/data)."""
 
 import json
 import math

@@ -9,7 +9,6 @@ are built from a config by `models.make_ebm`/`make_generator`/`make_encoder`.
 
 import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Sequence, Tuple
-import warnings
 
 import flax
 import jax
@@ -278,15 +277,3 @@ class HatEBMMode(Mode):
 def finite(*xs) -> jax.Array:
   """True when every array in `xs` is finite everywhere."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
-
-
-_MOVED = ('make_generator', 'make_ebm')  # now in `models`
-
-
-def __getattr__(name: str):
-  """The old names `base.make_generator`/`make_ebm`, with a DeprecationWarning."""
-  if name not in _MOVED:
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-  warnings.warn(f'modes.base.{name} is now models.{name}.', DeprecationWarning,
-                stacklevel=2)
-  return getattr(models, name)

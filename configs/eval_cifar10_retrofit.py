@@ -1,8 +1,0 @@
-"""Deprecated (goes in the next release): use `--config=configs/cifar10_retrofit.py:eval`, the same
-config."""
-
-from hat_ebm_jax import config_lib
-
-
-def get_config():
-  return config_lib.deprecated_eval_config(__file__, 'cifar10_retrofit')

@@ -1,0 +1,161 @@
+"""What an optimized HLO module's text says, parsed without jax or libtpu: the bytes of
+array shapes, every collective with its operand bytes and how often a step runs it
+(while-loop trip counts included), the largest buffers, and `cost_analysis()` results
+as one dict."""
+
+import collections
+import re
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+_DTYPE_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2,
+                's32': 4, 'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8, 'c64': 8,
+                'c128': 16, 'f8e4m3fn': 1, 'f8e5m2': 1, 's4': 1, 'u4': 1}
+_SHAPE = re.compile(r'\b(' + '|'.join(sorted(_DTYPE_BYTES, key=len, reverse=True))
+                    + r')\[([0-9,]*)\]')
+COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'collective-permute',
+               'all-to-all')
+_OP = re.compile(r'=\s*(.*?)\s(' + '|'.join(COLLECTIVES) + r')(-start)?\((.*)$')
+_COMP = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
+_CALLS = re.compile(r'(?:calls|to_apply|body|condition|branch_computations)='
+                    r'(\{[^}]*\}|%?[\w.\-]+)')
+_WHILE = re.compile(r'\swhile\(.*body=%?([\w.\-]+)')
+_TRIP = re.compile(r'known_trip_count[^0-9]*([0-9]+)')
+_DEF = re.compile(r'^\s+(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*?)\s[\w\-]+\(')
+_OPNAME = re.compile(r'op_name="([^"]*)"')
+_SOURCE = re.compile(r'source_file="([^"]*)"\s+source_line=([0-9]+)')
+
+
+def shape_bytes(text: str) -> int:
+  """Total bytes of the array shapes written in `text` (e.g. 'f32[8,4]{1,0} %x')."""
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    total += _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(',') if d]))
+  return total
+
+
+def _operands(rest: str) -> str:
+  """The operand list of an instruction, given the text after its opening parenthesis."""
+  depth = 1
+  for i, ch in enumerate(rest):
+    depth += {'(': 1, ')': -1}.get(ch, 0)
+    if depth == 0:
+      return rest[:i]
+  return rest
+
+
+def collectives(hlo_text: str, loop_trips: Optional[int] = None) -> List[Dict]:
+  """Every collective of an optimized HLO module: kind, operand bytes per device, how
+  many times a step runs it (a while body's trip count: XLA's `known_trip_count`, else
+  `loop_trips`), and where it came from (`op_name`, source line)."""
+  comps: Dict[str, List[str]] = {}
+  shapes: Dict[str, Dict[str, str]] = {}  # computation -> instruction -> result shape
+  current = None
+  for line in hlo_text.splitlines():
+    m = _COMP.match(line)
+    if m and not line.startswith(' '):  # a computation's header (unindented)
+      current = m.group(1)
+      comps[current], shapes[current] = [], {}
+    elif current is not None:
+      comps[current].append(line)
+      d = _DEF.match(line)
+      if d:
+        shapes[current][d.group(1)] = d.group(2)
+  entry = next((name for name in comps
+                if re.search(r'^ENTRY\s+%?' + re.escape(name) + r'\s', hlo_text, re.M)),
+               None)
+  runs: Dict[str, int] = collections.defaultdict(int)
+
+  def visit(name, times, depth=0):
+    if name not in comps or depth > 50:
+      return
+    runs[name] += times
+    for line in comps[name]:
+      w = _WHILE.search(line)
+      trips = None
+      if w:
+        t = _TRIP.search(line)
+        trips = int(t.group(1)) if t else (loop_trips or 1)
+      for target in _CALLS.findall(line):
+        for callee in re.findall(r'[\w.\-]+', target):
+          visit(callee, times * (trips if w and callee == w.group(1) else 1), depth + 1)
+
+  if entry is None:
+    return []
+  visit(entry, 1)
+  out = []
+  for name, lines in comps.items():
+    if not runs.get(name):
+      continue
+    for line in lines:
+      m = _OP.search(line)
+      if not m:
+        continue
+      op = _OPNAME.search(line)
+      src = _SOURCE.search(line)
+      operands = re.findall(r'%([\w.\-]+)', _operands(m.group(4)))
+      # XLA:TPU emits a reduce-scatter as a fusion around an all-reduce.
+      kind = 'reduce-scatter' if name.startswith('all-reduce-scatter') else m.group(2)
+      out.append(dict(kind=kind,
+                      bytes=sum(shape_bytes(shapes[name].get(o, '')) for o in operands),
+                      runs=runs[name], op_name=op.group(1) if op else '',
+                      source=f'{src.group(1).split("/")[-1]}:{src.group(2)}' if src else ''))
+  return out
+
+
+def collective_summary(items: List[Dict]) -> Dict[str, Dict[str, int]]:
+  """`{kind: {'ops': in the HLO, 'per_step': runs per step, 'bytes_per_step': ...}}`."""
+  out = {k: dict(ops=0, per_step=0, bytes_per_step=0) for k in COLLECTIVES}
+  for c in items:
+    s = out[c['kind']]
+    s['ops'] += 1
+    s['per_step'] += c['runs']
+    s['bytes_per_step'] += c['runs'] * c['bytes']
+  return out
+
+
+def cost_dict(cost) -> Dict[str, float]:
+  """A `cost_analysis()` result as one `{name: value}` dict: jax versions return a dict,
+  or a list of dicts (one per program), whose values are then summed."""
+  if not isinstance(cost, (list, tuple)):
+    return dict(cost or {})
+  out: Dict[str, float] = {}
+  for c in cost:
+    for k, v in (c or {}).items():
+      out[k] = out.get(k, 0.0) + float(v)
+  return out
+
+
+def largest_buffers(hlo_text: str, k: int = 5) -> List[Tuple[str, int]]:
+  """The `k` largest instruction results of the optimized HLO, with their op names."""
+  found = []
+  for line in hlo_text.splitlines():
+    m = re.match(r'\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(?[^=]*?)\s[\w\-]+\(', line)
+    if not m:
+      continue
+    op = _OPNAME.search(line)
+    found.append((op.group(1) if op else m.group(1), shape_bytes(m.group(2))))
+  found.sort(key=lambda t: -t[1])
+  seen, out = set(), []
+  for name, b in found:
+    if name not in seen:
+      seen.add(name)
+      out.append((name, b))
+    if len(out) == k:
+      break
+  return out
+
+
+def group_sources(items: List[Dict]) -> List[Dict]:
+  """Collectives grouped by (kind, op name without the jit prefix), largest first."""
+  groups: Dict[Tuple[str, str], Dict] = {}
+  for c in items:
+    name = re.sub(r'^jit\([^)]*\)/', '', c['op_name'])
+    g = groups.setdefault((c['kind'], name), dict(kind=c['kind'], op_name=name,
+                                                   source=c['source'], ops=0,
+                                                   per_step=0, bytes_per_step=0))
+    g['ops'] += 1
+    g['per_step'] += c['runs']
+    g['bytes_per_step'] += c['runs'] * c['bytes']
+  return sorted(groups.values(), key=lambda g: -g['bytes_per_step'])

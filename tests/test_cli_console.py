@@ -1,0 +1,72 @@
+"""What a command prints (hat_ebm_jax/cli.py): the package's INFO lines, libraries'
+from WARNING up, no TPU probe on a TPU-less machine, one progress line per log_freq."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hat_ebm_jax import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _installed(*names):
+  return lambda name: name in names
+
+
+@pytest.mark.parametrize('environ, files, installed, want', [
+    ({'JAX_PLATFORMS': 'tpu'}, [], ('libtpu',), None),  # the user's choice wins
+    ({'JAX_PLATFORMS': 'cpu'}, ['/dev/accel0'], ('libtpu',), None),
+    ({}, [], (), None),  # no libtpu: nothing noisy to avoid
+    ({}, ['/dev/accel0', '/dev/accel1'], ('libtpu',), None),  # a TPU VM
+    ({}, ['/dev/vfio'], ('libtpu',), None),  # a TPU v5e/v6e VM
+    ({}, [], ('libtpu',), 'cpu'),
+    ({}, ['/dev/nvidiactl'], ('libtpu',), 'cpu'),  # a GPU but no CUDA plugin
+    ({}, ['/dev/nvidiactl'], ('libtpu', 'jax_cuda12_plugin'), 'cuda,cpu'),
+])
+def test_default_platforms(environ, files, installed, want):
+  assert cli.default_platforms(environ, files, _installed(*installed)) == want
+
+
+def _record(path, level=logging.INFO):
+  return logging.LogRecord('absl', level, path, 1, 'msg', (), None)
+
+
+def test_library_info_lines_are_dropped_and_the_package_s_kept():
+  f = cli._OwnInfoOnly()  # pylint: disable=protected-access
+  assert f.filter(_record(os.path.join(cli.PACKAGE_DIR, 'train.py')))
+  assert f.filter(_record(os.path.join(cli.PACKAGE_DIR, 'modes', 'base.py')))
+  assert not f.filter(_record('/site-packages/orbax/checkpoint/checkpoint_manager.py'))
+  assert not f.filter(_record('/site-packages/clu/metric_writers/logging_writer.py'))
+  assert f.filter(_record('/site-packages/orbax/x.py', logging.WARNING))
+  assert f.filter(_record('/site-packages/orbax/x.py', logging.ERROR))
+
+
+def test_progress_line_has_step_rate_eta_and_losses():
+  times = iter([0.0, 2.0, 4.0])
+  p = cli.Progress(10, start_step=0, clock=lambda: next(times))
+  line = p.line(4, {'ebm_loss': 0.125, 'gen_loss': 2.0, 'energy_data': 1.0})
+  assert line == 'step 4/10  2.00 steps/s  ETA 0:00:03  ebm_loss=0.125  gen_loss=2'
+  assert p.line(10, {}) == 'step 10/10  3.00 steps/s  ETA 0:00:00'
+
+
+@pytest.mark.slow  # a tiny training run in a subprocess (about 40 s on 2 cores)
+def test_tiny_run_prints_at_most_40_lines_and_no_tpu_probe(tmp_path):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_PLATFORMS', 'TF_CPP_MIN_LOG_LEVEL')}
+  p = subprocess.run(
+      [sys.executable, '-m', 'hat_ebm_jax.main', '--config=configs/tiny.py',
+       f'--workdir={tmp_path / "w"}'], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=900)
+  text = p.stdout + p.stderr
+  assert p.returncode == 0, text[-4000:]
+  lines = text.splitlines()
+  assert len(lines) <= 40, f'{len(lines)} lines:\n{text}'
+  for word in ('TPU_WORKER_HOSTNAMES', 'Failed to find host bounds', 'Traceback'):
+    assert word not in text, text
+  progress = [l for l in lines if '] step ' in l and 'steps/s' in l]
+  assert len(progress) == 3 and 'ETA' in progress[-1] and 'ebm_loss=' in progress[-1], text
+  assert str(tmp_path / 'w') in text and 'Parameter checksum' in text
