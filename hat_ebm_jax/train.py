@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from clu import metrics as clu_metrics
 from etils import epath
 
 from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, long_run, modes,
@@ -189,7 +190,7 @@ class MeanMetrics:
   and the wall time per step over them (`time_per_batch`): what is written every
   `log_freq` steps.
 
-  `add` folds a step's metrics into running sums with one jitted program (nothing comes
+  `add` folds a step's metrics into `clu.metrics.Average`s with one jitted program (nothing comes
   to the host); `check` and `flush` fetch them, at the loop's boundaries only (log, plot,
   evaluation, checkpoint). Besides the sums it keeps `finite` (every step so far) and the
   first non-finite step's metrics, so a divergence is named by its step and quantity.
@@ -205,15 +206,18 @@ class MeanMetrics:
 
   @staticmethod
   def _fold(acc, metrics):
+    """`acc` (None before the first step) with one step's metrics folded in: a
+    `clu.metrics.Average` per metric, merged, and the finiteness record."""
     means = {k: jnp.mean(v).astype(jnp.float32) for k, v in metrics.items()
              if k != 'finite'}
+    step_avg = {k: clu_metrics.Average.from_model_output(v) for k, v in means.items()}
     ok = jnp.asarray(metrics['finite'], jnp.bool_)
     if acc is None:
-      return dict(sums=means, count=jnp.int32(1), finite=ok,
+      return dict(avg=step_avg, count=jnp.int32(1), finite=ok,
                   first_bad=jnp.where(ok, 0, 1).astype(jnp.int32), bad=means)
     count = acc['count'] + 1
     now_bad = acc['finite'] & ~ok
-    return dict(sums={k: acc['sums'][k] + v for k, v in means.items()}, count=count,
+    return dict(avg={k: acc['avg'][k].merge(v) for k, v in step_avg.items()}, count=count,
                 finite=acc['finite'] & ok,
                 first_bad=jnp.where(now_bad, count, acc['first_bad']),
                 bad={k: jnp.where(now_bad, v, acc['bad'][k]) for k, v in means.items()})
@@ -242,7 +246,7 @@ class MeanMetrics:
     self._raise_if_diverged(acc, step, manager)
     now = time.time()
     count = int(acc['count']) if acc is not None else 0
-    scalars = {k: float(v) / count for k, v in acc['sums'].items()} if count else {}
+    scalars = {k: float(v.compute()) for k, v in acc['avg'].items()} if count else {}
     scalars['time_per_batch'] = (now - self.since) / max(count, 1)
     self._acc, self.start, self.since = None, step, now
     return scalars
