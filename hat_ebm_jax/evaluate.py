@@ -1,7 +1,7 @@
-"""Evaluation (`config.mode = 'evaluate'`), docs/algorithm.md §9.
-
-Samples with the paper's evaluation settings, their quality (FID, `digits_fd` or MMD) for the generator alone `G(z)` and the Hat EBM `G(z) + y` of the
-same latents, and out-of-distribution detection with the energy `H(x)`.
+"""Evaluation (`config.mode = 'evaluate'`), docs/algorithm.md §9: samples with the
+paper's evaluation settings, their quality (FID, `digits_fd` or MMD) for the generator
+alone `G(z)` and the Hat EBM `G(z) + y` of the same latents (and the same chains run on
+to `chain_length_factors` x `mcmc_steps`), and OOD detection with the energy `H(x)`.
 
     python -m hat_ebm_jax.main --config=configs/cifar10_synth.py:eval --workdir=RUN \
         --config.fid_weights=fid_inception.npz
@@ -12,8 +12,7 @@ What is evaluated (`load_model`):
     run's training mode (`eval_model_mode`, or the `mode` in the run's `config.json`),
     built by `modes.create` and restored into `init_state`'s structure; a config whose
     architecture differs from the run's is refused before anything is read;
-  * imported weights: `ebm_weights` and `gen_weights`, each a TF checkpoint prefix of the
-    authors' code or a `python -m hat_ebm_jax.pretrained` output directory.
+  * imported weights: `ebm_weights`, `gen_weights` (`pretrained.load_pretrained`).
 
 What is computed (`run`):
   * `num_eval_samples` chains in global batches of `eval_batch_size` split over the
@@ -26,14 +25,12 @@ What is computed (`run`):
     `digits_fd` (floor, `G(z)`, `G(z) + y`) for digits; squared MMD against the true
     density for 2D toys. 49,920 samples (520 x 96) is the paper's protocol, named `fid`;
     fewer is a proxy, named `fid_proxy_<n>`;
-  * OOD detection (`ood_datasets`, `ood.py`): energies of `num_ood_samples` images of
-    `ood_split` and of each OOD set, AUROC per pair (`metrics.ood_auroc`).
+  * OOD detection (`ood.py`): AUROCs of the energy beside a baseline's per OOD set.
 
-Outputs, in `WORKDIR/eval/<eval_name>/` (never in `checkpoints/`): `results.json` (all
-numbers with the seed, sample count, reference set, weights, checkpoint step, sampler
-settings and the protocol-or-proxy label), `comparison.md`, `samples.npz`, `hat.png`,
-`gen.png`, `ood.json`, `ood.md`, `ood.csv`, `ood_hist.png`, and the evaluation's
-`config.json`. Every check that can fail runs before anything is written.
+Outputs, in `WORKDIR/eval/<eval_name>/` (`eval_settings`: never over another
+evaluation's): `results.json` (the numbers with everything they depend on),
+`comparison.md`, `samples.npz`, grids, `ood.json`, `ood.md`, `ood.csv`, `ood_hist.png`
+and the evaluation's `config.json`. Every check that can fail runs first.
 """
 
 import json
@@ -41,13 +38,12 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
 
-from hat_ebm_jax import (checkpointing, cli, config_lib, input_pipeline, langevin, long_run,
-                         metrics, modes, ood, pretrained, sample_quality, sharding,
+from hat_ebm_jax import (checkpointing, cli, config_lib, eval_settings, input_pipeline,
+                         long_run, metrics, modes, ood, pretrained, sample_quality, sharding,
                          visualize)
 from hat_ebm_jax.datasets import digits
 from hat_ebm_jax.fid import stats as fid_stats
@@ -59,14 +55,7 @@ EVAL_MODEL_MODES = ('synthesis', 'joint')
 FLOOR_ROWS = {'digits_fd': f'real test digits (floor, n={digits.NUM_TEST})',
               'mmd': 'true points, another split (floor)'}
 SAMPLE_ROWS = {'gen': 'G(z) (generator alone)', 'hat': 'G(z) + y (Hat EBM)'}
-# Settings of how a run was trained that say nothing about its nets: the evaluation
-# reads them from the run's config.json, so `--config.seed=1` need not be repeated.
-RUN_KEYS = ('seed', 'batch_size', 'persistent_size', 'num_training_steps', 'ebm_lr_info',
-            'gen_lr_info', 'inf_lr_info', 'ebm_opt_decay', 'gen_opt_decay', 'ema_warmup',
-            'clip_ebm_grad', 'max_grad_norm', 'gen_loss_factor_coop', 'loss_factor',
-            'shuffle_buffer', 'data_epsilon')
-# Sampler keys that do not change the numbers (left out of names and comparisons).
-SCHEDULING_KEYS = ('mcmc_unroll',)
+
 
 # ------------------------------------------------------------------ config and checks
 
@@ -139,7 +128,7 @@ def _saved_run_config(ckpt_dir: epath.Path) -> Optional[Dict]:
 def training_config(config, saved: Optional[Dict]):
   """A copy of the evaluation config with `mode` set to the evaluated nets' training mode
   (`eval_model_mode`, else the run's `config.json`) and the training-only settings
-  (`RUN_KEYS`: seed, batch, bank size, schedules...) read from the run's `config.json`,
+  (`eval_settings.RUN_KEYS`: seed, batch, bank, schedules) read from its `config.json`,
   for `modes.create`. The architecture keys are not read: a config whose nets differ
   from the run's is refused (`checkpointing.check_workdir_config`)."""
   mode = config.eval_model_mode or (saved or {}).get('mode', '')
@@ -152,7 +141,7 @@ def training_config(config, saved: Optional[Dict]):
   train_cfg = config.copy_and_resolve_references()
   with train_cfg.unlocked():
     train_cfg.mode = mode
-    for key in RUN_KEYS:  # how the run was trained: read, never repeated by the user
+    for key in eval_settings.RUN_KEYS:  # how the run was trained: never repeated
       if saved and key in saved and key in train_cfg:
         train_cfg[key] = saved[key]
     if mode == 'joint' and not train_cfg.gen_weights and saved:
@@ -253,7 +242,7 @@ def load_model(config, workdir: epath.Path, mesh):
     state, step = _restore_run(mode, train_cfg, ckpt_dir, config.eval_ckpt_step, mesh)
     info = dict(source='checkpoint', checkpoint_dir=str(ckpt_dir), checkpoint_step=step,
                 weights='ema' if config.use_ema else 'raw',
-                training_sampler=sampler_settings(saved) if saved else None)
+                training_sampler=eval_settings.sampler_settings(saved) if saved else None)
   info['model_mode'] = train_cfg.mode
   return mode, state, info
 
@@ -360,83 +349,6 @@ def energy_fn(mode, state, mesh) -> Callable[[jax.Array], jax.Array]:
 # ------------------------------------------------------------------ outputs
 
 
-def sampler_settings(config, sampler: Optional[langevin.Settings] = None) -> Dict[str, Any]:
-  """The sampler of `config` (a ConfigDict or a run's `config.json` dict; `sampler`:
-  its `langevin.Settings` when already built, e.g. `mode.sampler`) as `{key: value}`:
-  the Langevin settings and the chains' initial scales, without the keys that only
-  schedule the work (`SCHEDULING_KEYS`)."""
-  sampler = sampler or langevin.Settings.from_config(config)
-  out = {k: v for k, v in sampler.to_dict().items() if k not in SCHEDULING_KEYS}
-  out.update(init_scale_latent=float(config.get('init_scale_latent', 1.0)),
-             init_scale_res=float(config.get('init_scale_res', 0.0)))
-  return json.loads(json.dumps(out))
-
-
-def evaluation_settings(config, sampler: Dict[str, Any]) -> Dict[str, Any]:
-  """Everything besides the weights that the numbers of an evaluation depend on, as
-  `results.json` records it: the sampler, the sample count and batch, the chain
-  lengths, the OOD sets, the metric's inputs and the compute dtype."""
-  return json.loads(json.dumps(dict(
-      sampler=sampler, eval_seed=int(config.eval_seed),
-      num_eval_samples=int(config.num_eval_samples),
-      eval_batch_size=int(config.eval_batch_size),
-      chain_length_factors=list(long_run.check_factors(config.chain_length_factors)),
-      ood_datasets=ood.ood_names(config), ood_split=str(config.ood_split),
-      num_ood_samples=int(config.num_ood_samples), dtype=str(config.dtype),
-      fid_weights=str(config.fid_weights), fid_stats=str(config.fid_stats),
-      split=str(config.split))))
-
-
-def short_hash(obj) -> str:
-  """6 hex digits of the SHA-256 of `obj` as sorted JSON."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  text = json.dumps(obj, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:6]
-
-
-def _value_label(v) -> str:
-  return f'{v:g}' if isinstance(v, float) else str(v)
-
-
-def sampler_suffix(sampler: Dict[str, Any], training: Optional[Dict[str, Any]]) -> str:
-  """The part of an evaluation's name that says how its sampler differs from the
-  training run's: '' when it does not, `_mcmc_steps60` (`_<key><value>` for one or two
-  keys), else `_sampler<short_hash>` of the differing keys."""
-  if not training:
-    return ''
-  diffs = sorted(k for k in sampler if k in training and sampler[k] != training[k])
-  if not diffs:
-    return ''
-  if len(diffs) <= 2:
-    return ''.join(f'_{k}{_value_label(sampler[k])}' for k in diffs)
-  return '_sampler' + short_hash({k: sampler[k] for k in diffs})
-
-
-def default_eval_name(config, info: Dict, sampler: Optional[Dict[str, Any]] = None) -> str:
-  """`<exp_name>_<raw|ema>_step<step>_seed<eval_seed>` (`..._imported_seed<s>`), then
-  `sampler_suffix` when the `sampler` (`sampler_settings`) is not the training run's."""
-  if info['source'] == 'imported':
-    return f'{config.exp_name}_imported_seed{config.eval_seed}'
-  return (f'{config.exp_name}_{info["weights"]}_step{info["checkpoint_step"]}_'
-          f'seed{config.eval_seed}' +
-          sampler_suffix(sampler or {}, info.get('training_sampler')))
-
-
-def eval_dir(workdir: epath.Path, name: str, settings: Dict[str, Any]) -> epath.Path:
-  """`workdir/eval/<name>`, or `<name>_<short_hash(settings)>` when that folder holds
-  the results of other settings (an evaluation never replaces another's numbers)."""
-  out = workdir / 'eval' / name
-  old = out / 'results.json'
-  if old.exists():
-    try:
-      same = json.loads(old.read_text()).get('settings') == settings
-    except ValueError:
-      same = True  # a results.json cut short by a crash: this evaluation redoes it
-    if not same:
-      return workdir / 'eval' / f'{name}_{short_hash(settings)}'
-  return out
-
-
 def comparison_markdown(rows: List[Dict], metric: str) -> str:
   """The G(z) vs G(z) + y table (and the floor, when there is one) as Markdown."""
   lines = [f'| samples | {metric} |', '| --- | --- |']
@@ -473,10 +385,10 @@ def run(config, workdir: str) -> Dict[str, Any]:
     ood.check_available(config)
   mode, state, info = load_model(config, workdir, mesh)
 
-  sampler = sampler_settings(config, mode.sampler)
-  settings = evaluation_settings(config, sampler)
-  out_dir = eval_dir(workdir, config.eval_name or default_eval_name(config, info, sampler),
-                     settings)
+  sampler = eval_settings.sampler_settings(config, mode.sampler)
+  settings = eval_settings.evaluation_settings(config, sampler)
+  name = config.eval_name or eval_settings.default_eval_name(config, info, sampler)
+  out_dir = eval_settings.eval_dir(workdir, name, settings)
   sharding.sync('hat_ebm_eval_checked')
   if is_chief:
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, train
+from hat_ebm_jax import checkpointing, monitoring, train
 from tests.conftest import max_rel_diff_per_tensor, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(tmp_path):
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   train.run(tiny(num_training_steps=3), str(tmp_path))
-  with pytest.raises(train.DivergenceError, match='step 4') as e:
+  with pytest.raises(monitoring.DivergenceError, match='step 4') as e:
     train.run(tiny(num_training_steps=6, data_epsilon=float('inf')), str(tmp_path))
   assert 'energy_data' in str(e.value) or 'ebm_loss' in str(e.value)
   assert checkpointing.create_manager(tmp_path, 3).latest_step() == 3

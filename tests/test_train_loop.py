@@ -10,7 +10,7 @@ import pytest
 from jax._src import array as jax_array
 from jax._src import config as jax_config
 
-from hat_ebm_jax import checkpointing, config_lib, train
+from hat_ebm_jax import checkpointing, config_lib, monitoring, train
 from tests.conftest import tiny
 
 
@@ -71,7 +71,7 @@ def test_a_divergence_between_boundaries_is_caught_before_the_next_save(tmp_path
   train.run(tiny(num_training_steps=3), str(tmp_path))
   c = tiny(num_training_steps=9, data_epsilon=float('inf'), log_freq=100, plot_freq=100,
            checkpoint_freq=3)
-  with pytest.raises(train.DivergenceError, match='step 4') as e:
+  with pytest.raises(monitoring.DivergenceError, match='step 4') as e:
     train.run(c, str(tmp_path))
   message = str(e.value)
   assert 'steps 4..6' in message and 'checked at step 6' in message
