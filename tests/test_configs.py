@@ -94,7 +94,7 @@ EXPECTED_EVAL = {
                              tau_res=50.0, init_scale_res=0.01),
     'digits': dict(mode='evaluate', eval_model_mode='synthesis', mcmc_steps=20,
                    num_eval_samples=1024, eval_batch_size=128,
-                   ood_datasets='noise,shuffled,inverted', ood_split='test',
+                   ood_datasets='noise,shuffled,inverted,constant,letters', ood_split='test',
                    num_ood_samples=300, clip_langevin_grad_res=True),
 }
 

@@ -230,7 +230,8 @@ def test_a_tiny_run_is_evaluated_from_its_checkpoint_and_left_untouched(tmp_path
   assert (r['model']['checkpoint_step'], r['model']['weights']) == (1, 'raw')
   assert r['sampling']['sampler']['update_latents'] is False
   assert set(r['metrics']) == {'digits_fd_floor', 'digits_fd_gen', 'digits_fd_hat',
-                               'ood_auroc_noise'}
+                               'digits_pca_fd_floor', 'digits_pca_fd_gen',
+                               'digits_pca_fd_hat', 'ood_auroc_noise'}
   assert all(np.isfinite(v) for v in r['metrics'].values())
   out = run / 'eval' / r['eval_name']
   for name in ('results.json', 'comparison.md', 'ood.md', 'samples.npz', 'hat.png'):

@@ -31,7 +31,7 @@ def toy_config(arg='', **overrides):
 def check_finished_toy_run(workdir, result, n):
   assert np.isfinite(result['mmd_gen']) and np.isfinite(result['mmd_hat'])
   saved = json.loads((workdir / 'final_metrics.json').read_text())
-  assert set(saved) == {'mmd_gen', 'mmd_hat'}
+  assert set(saved) == {'mmd_gen', 'mmd_hat', 'mmd_gen_ema', 'mmd_hat_ema'}  # raw and EMA
   assert saved['mmd_hat'] == pytest.approx(result['mmd_hat'])
   final = np.load(workdir / 'samples' / 'final.npz')
   assert final['hat'].shape == (n, 2) and final['gen'].shape == (n, 2)
