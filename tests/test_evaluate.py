@@ -60,7 +60,8 @@ def test_digits_model_separates_real_digits_from_noise_shuffled_and_inverted(fir
   e_in = ood['in_distribution']
   assert (e_in['dataset'], e_in['split'], e_in['n']) == ('digits', 'test', 300)
   auroc = {k: v['auroc'] for k, v in ood['table'].items()}
-  assert set(auroc) == {'noise', 'shuffled', 'inverted'}
+  assert set(auroc) == {'noise', 'shuffled', 'inverted', 'constant', 'letters'}
+  assert all('auroc_baseline' in v for v in ood['table'].values())
   assert all(v['n'] == 300 for v in ood['table'].values())
   # Measured >= 0.9998 for all three with training seeds 0, 1 and 2.
   assert auroc['noise'] > 0.99
@@ -110,8 +111,10 @@ def test_results_record_everything_needed_to_reproduce_them(first_eval, run_dir)
   saved = json.loads((run_dir / 'eval' / results['eval_name'] / 'results.json').read_text())
   assert saved['metrics'] == results['metrics']
   assert saved['eval_name'] == 'eval_digits_raw_step60_seed0'
-  assert saved['model'] == dict(source='checkpoint', checkpoint_dir=str(run_dir),
-                                checkpoint_step=60, weights='raw', model_mode='synthesis')
+  model = dict(saved['model'])
+  assert model.pop('training_sampler')['mcmc_steps'] == 10  # the run's, for the name
+  assert model == dict(source='checkpoint', checkpoint_dir=str(run_dir),
+                       checkpoint_step=60, weights='raw', model_mode='synthesis')
   s = saved['sampling']
   assert (s['seed'], s['num_samples'], s['batch_size'], s['num_batches']) == (0, 256, 64, 4)
   assert s['label'] == 'proxy_256'
