@@ -50,9 +50,9 @@ SMOKE_TRAIN = ['--config.num_training_steps=2', '--config.mcmc_steps=2',
                '--config.num_final_samples=64', '--config.log_freq=1',
                '--config.plot_freq=2', '--config.checkpoint_freq=2']
 SMOKE = {
-    'digits': SMOKE_TRAIN + ['--config.chain_length_factors=(1,2)'],
+    'digits': SMOKE_TRAIN + ['--config.chain_length_factors=(1,3)'],
     'eval': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
-             '--config.num_ood_samples=40', '--config.chain_length_factors=(1,2)'],
+             '--config.num_ood_samples=40', '--config.chain_length_factors=(1,3)'],
     'refine': SMOKE_TRAIN,
     'ae': ['--config.num_epochs=1', '--config.steps_per_epoch=2', '--config.test_steps=1',
            '--config.num_training_steps=2', '--config.plot_freq=2',
