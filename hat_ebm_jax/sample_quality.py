@@ -39,11 +39,19 @@ def pca_features(images: np.ndarray, image_size: int) -> np.ndarray:
   return (images.reshape(len(images), -1) - mean) @ basis
 
 
+@functools.lru_cache(maxsize=4)
+def _reference_statistics(image_size: int, nch: int) -> Tuple[np.ndarray, np.ndarray]:
+  """`(mu, sigma)` of the training digits' `pca_features`: once a size, not once a set."""
+  ref, _ = digits_classifier.digits_images('train', image_size, nch)
+  return metrics.feature_statistics(pca_features(ref, image_size))
+
+
 def digits_pca_fd(images: np.ndarray, image_size: int) -> float:
   """Fréchet distance of `images` to the training digits in `pca_features`."""
-  ref, _ = digits_classifier.digits_images('train', image_size, np.asarray(images).shape[-1])
-  return metrics.fid_from_features(pca_features(images, image_size),
-                                   pca_features(ref, image_size))
+  nch = np.asarray(images).shape[-1]
+  return metrics.frechet_distance(
+      *metrics.feature_statistics(pca_features(images, image_size)),
+      *_reference_statistics(image_size, nch))
 
 
 def digits_pca_fd_table(samples: Mapping[str, np.ndarray],
