@@ -3,6 +3,8 @@ the digits contract with `digits.to_model_images`, preprocessing, and the error 
 dataset that is not prepared. Offline: data lives in temporary data_dirs."""
 
 import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -88,6 +90,21 @@ def test_digits_are_prepared_on_first_use(tmp_path):
   c = _config(str(tmp_path), batch_size=8)
   assert next(input_pipeline.create_iterator(c)).shape == (8, 16, 16, 1)
   assert digits_tfds.builder(str(tmp_path)).is_prepared()
+
+
+def test_processes_that_start_at_once_on_a_fresh_data_dir_all_get_the_digits(tmp_path):
+  """A seed sweep starts its runs at once: each process finds the digits prepared (one
+  builds them, the others wait for it), none fails on tfds' rename of the build folder."""
+  code = ('import sys; from hat_ebm_jax.datasets import digits_tfds; '
+          'b = digits_tfds.prepare(sys.argv[1]); '
+          'print(b.info.splits["train"].num_examples)')
+  procs = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+           for _ in range(3)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
+  assert [out.split()[-1] for out, _ in outs] == ['1497'] * 3
 
 
 # ------------------------------------------- determinism, resume, processes (all kinds)

@@ -10,6 +10,8 @@ The builder is not registered with tfds (`skip_registration=True`): build it wit
 `builder(data_dir)`, never by name.
 """
 
+import fcntl
+import os
 from typing import Optional, Tuple
 
 from etils import epath
@@ -63,11 +65,24 @@ def builder(data_dir: Optional[str] = None) -> HatEbmDigits:
 
 
 def prepare(data_dir: Optional[str] = None) -> HatEbmDigits:
-  """The builder, prepared (offline, a few seconds) if it is not yet."""
+  """The builder, prepared (offline, a few seconds) if it is not yet.
+
+  Processes that start at once on a fresh `data_dir` (a seed sweep, the paper_digits
+  suite's `--jobs`) prepare it one at a time: the first holds a lock file beside the
+  dataset's folder and builds, the others wait and then find it prepared (without the
+  lock, tfds' final rename fails in all but one of them).
+  """
   b = builder(data_dir)
-  if not b.is_prepared():
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  if b.is_prepared():
+    return b
+  root = os.path.dirname(os.fspath(b.data_dir))  # DATA_DIR/hat_ebm_digits
+  os.makedirs(os.path.dirname(root), exist_ok=True)
+  with open(root + '.prepare.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    b = builder(data_dir)
+    if not b.is_prepared():
+      b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return b
 
 
