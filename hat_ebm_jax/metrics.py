@@ -19,6 +19,8 @@ training's final metrics alike: `quality_metric(dataset, fid_weights)` picks 'fi
 one).
 """
 
+import functools
+import os
 import warnings
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -93,7 +95,17 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
 
 def digits_reference_statistics(image_size: int, nch: int = 1,
                                 cache_dir: Optional[str] = None):
-  """`(mu, sigma)` of the classifier features of the digits' training split."""
+  """`(mu, sigma)` of the classifier features of the digits' training split: computed
+  once per classifier file (the final metrics score up to eight sets against it)."""
+  digits_classifier.load_digits_classifier(image_size, nch, cache_dir)  # trains if needed
+  path = digits_classifier.digits_classifier_path(image_size, nch, cache_dir)
+  return _reference_statistics(path, os.path.getmtime(path), image_size, nch, cache_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_statistics(path: str, mtime: float, image_size: int, nch: int,
+                          cache_dir: Optional[str]):
+  del path, mtime  # the cache key: a retrained classifier gets new statistics
   x, _ = digits_classifier.digits_images('train', image_size, nch)
   return feature_statistics(digits_classifier.digits_features(x, image_size, cache_dir))
 
