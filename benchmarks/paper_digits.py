@@ -9,7 +9,8 @@ stage that was stopped resumes from its checkpoint):
   1. `digits`: the offline default, `configs/digits.py` (synthesis); its final metrics
      score raw and EMA weights at 1x, 3x and 10x the training chain length;
   2. `eval`: `configs/digits.py:eval` on it: OOD detection by energy (noise, shuffled,
-     inverted, constant images, rendered letters) beside the Gaussian baseline;
+     inverted, constant images, rendered letters) beside the Gaussian baseline (at the
+     training chain length: 1 has scored the longer chains);
   3. `refine`: `configs/digits_refine.py` on the generator of 1 (joint mode);
   4. `ae` then `retrofit`: `configs/digits_ae.py`, `configs/digits_retrofit.py` on its
      decoder.
@@ -17,7 +18,9 @@ stage that was stopped resumes from its checkpoint):
 It then writes `ROOT/paper_digits.md`: one table in the paper's form (mean ± std over the
 seeds, the worst seed, every seed) and the grids, nearest-neighbour upscaled so that a
 person can see them (`ROOT/grids/*.png`, of the first seed). `--smoke` runs every stage
-on tiny settings (seconds of training: the plumbing, not the numbers).
+on tiny settings (seconds of training: the plumbing, not the numbers). `--stages`
+runs only some stages (say `--stages=digits,eval,refine`); the table then has the rows of
+the stages that are done.
 """
 
 import argparse
@@ -37,8 +40,10 @@ EVAL_NAME = 'paper_digits'
 # Stage name -> (config, depends on, extra flags given the seed's folder).
 STAGES = {
     'digits': ('configs/digits.py', None, lambda d: []),
+    # OOD: the longer chains are scored by stage 1's final metrics already.
     'eval': ('configs/digits.py:eval', 'digits',
-             lambda d: [f'--config.eval_name={EVAL_NAME}']),
+             lambda d: [f'--config.eval_name={EVAL_NAME}',
+                        '--config.chain_length_factors=(1,)']),
     'refine': ('configs/digits_refine.py', 'digits',
                lambda d: [f'--config.gen_weights={os.path.join(d, "digits")}']),
     'ae': ('configs/digits_ae.py', None, lambda d: []),
@@ -52,7 +57,7 @@ SMOKE_TRAIN = ['--config.num_training_steps=2', '--config.mcmc_steps=2',
 SMOKE = {
     'digits': SMOKE_TRAIN + ['--config.chain_length_factors=(1,3)'],
     'eval': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
-             '--config.num_ood_samples=40', '--config.chain_length_factors=(1,3)'],
+             '--config.num_ood_samples=40'],
     'refine': SMOKE_TRAIN,
     'ae': ['--config.num_epochs=1', '--config.steps_per_epoch=2', '--config.test_steps=1',
            '--config.num_training_steps=2', '--config.plot_freq=2',
@@ -85,13 +90,14 @@ def command(root: str, seed: int, stage: str, smoke: bool) -> List[str]:
           + extra(os.path.join(root, f'seed{seed}')) + (SMOKE[stage] if smoke else []))
 
 
-def run_all(root: str, seeds: Sequence[int], jobs: int, smoke: bool) -> Dict[str, float]:
-  """Runs every stage not done yet, `jobs` processes at a time, each after the stage it
-  depends on. Returns `{'<stage>_seed<S>': wall seconds}` of the stages run now (also
-  kept in `ROOT/timings.json`). Exits with the log's tail when a stage fails."""
+def run_all(root: str, seeds: Sequence[int], jobs: int, smoke: bool,
+            stages: Sequence[str] = tuple(STAGES)) -> Dict[str, float]:
+  """Runs every stage of `stages` not done yet, `jobs` processes at a time, each after
+  the stage it depends on. Returns `{'<stage>_seed<S>': wall seconds}` of the stages run
+  now (also kept in `ROOT/timings.json`). Exits with the log's tail when a stage fails."""
   timings_path = os.path.join(root, 'timings.json')
   timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
-  todo = [(s, st) for s in seeds for st in STAGES
+  todo = [(s, st) for s in seeds for st in stages
           if not os.path.exists(result_file(root, s, st))]
   running: Dict[tuple, tuple] = {}
   while todo or running:
@@ -133,17 +139,20 @@ def _load(path: str) -> Dict:
 
 def seed_figures(root: str, seed: int) -> Dict[str, float]:
   """`{row name: value}` of one seed, from its stages' `final_metrics.json` and
-  `results.json`."""
+  `results.json` (a stage that was not run has no rows)."""
   digits = _load(result_file(root, seed, 'digits'))
   out = {k: v for k, v in digits.items() if k.startswith(('digits_fd_', 'digits_pca_fd_'))}
   out['hat_over_floor'] = digits['digits_fd_hat'] / digits['digits_fd_floor']
   if 'digits_fd_hat_3x' in digits:
     out['hat_3x_over_1x'] = digits['digits_fd_hat_3x'] / digits['digits_fd_hat']
   for stage in ('refine', 'retrofit'):
+    if not os.path.exists(result_file(root, seed, stage)):
+      continue
     m = _load(result_file(root, seed, stage))
     out[f'{stage}_gen'], out[f'{stage}_hat'] = m['digits_fd_gen'], m['digits_fd_hat']
     out[f'{stage}_change'] = m['digits_fd_hat'] / m['digits_fd_gen'] - 1.0
-  ev = _load(result_file(root, seed, 'eval'))
+  ev_path = result_file(root, seed, 'eval')
+  ev = _load(ev_path) if os.path.exists(ev_path) else {}
   for name, row in ev.get('ood', {}).get('table', {}).items():
     out[f'ood_{name}'] = row['auroc']
     out[f'ood_{name}_baseline'] = row['auroc_baseline']
@@ -225,6 +234,8 @@ def write_grids(root: str, seed: int) -> List[str]:
     if 'hat_10x' in f.files:
       picks['digits_hat_10x'] = f['hat_10x']
   for stage in ('refine', 'retrofit'):
+    if not os.path.exists(os.path.join(workdir(root, seed, stage), 'samples', 'final.npz')):
+      continue
     with np.load(os.path.join(workdir(root, seed, stage), 'samples', 'final.npz')) as f:
       picks.update({f'{stage}_gen': f['gen'], f'{stage}_hat': f['hat']})
   from hat_ebm_jax.datasets import digits, glyphs  # pylint: disable=g-import-not-at-top
@@ -260,8 +271,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument('--seeds', default='0,1,2,3,4', help='comma-separated seeds')
   p.add_argument('--root', default='runs/paper_digits', help='where the runs go')
   p.add_argument('--jobs', type=int, default=1, help='stages run at once')
+  p.add_argument('--stages', default=','.join(STAGES),
+                 help='comma-separated stages to run (default all): ' + ', '.join(STAGES))
   p.add_argument('--smoke', action='store_true', help='tiny settings: the plumbing only')
   args = p.parse_args(argv)
+  stages = [s.strip() for s in args.stages.split(',') if s.strip()]
+  unknown = sorted(set(stages) - set(STAGES))
+  if unknown or not stages:
+    sys.exit(f'--stages: unknown stage(s) {unknown}; choose from {", ".join(STAGES)}.')
+  missing = sorted({STAGES[s][1] for s in stages} - set(stages) - {None})
   try:
     seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
   except ValueError:
@@ -269,7 +287,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if not seeds or args.jobs < 1:
     sys.exit('--seeds needs at least one seed and --jobs must be >= 1.')
   root = os.path.abspath(args.root)
-  run_all(root, seeds, args.jobs, args.smoke)
+  for dep in missing:  # a stage whose input is not listed needs it done already
+    if not all(os.path.exists(result_file(root, s, dep)) for s in seeds):
+      sys.exit(f'--stages: {", ".join(s for s in stages if STAGES[s][1] == dep)} needs '
+               f'{dep!r}, which is neither listed nor done under {root}; add it.')
+  run_all(root, seeds, args.jobs, args.smoke, stages)
   print(report(root, seeds, args.smoke))
 
 

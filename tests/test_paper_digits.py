@@ -64,3 +64,27 @@ def test_bad_seeds_are_refused_in_one_line(tmp_path):
   proc = run_suite(tmp_path, '--seeds=a,b')
   assert proc.returncode != 0 and 'comma-separated integers' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_unknown_stages_and_a_stage_without_its_input_are_refused_in_one_line(tmp_path):
+  proc = run_suite(tmp_path, '--stages=digits,sampling')
+  assert proc.returncode != 0 and "unknown stage(s) ['sampling']" in proc.stderr
+  proc = run_suite(tmp_path, '--stages=refine')
+  assert proc.returncode != 0 and "refine needs 'digits'" in proc.stderr
+  assert 'Traceback' not in proc.stderr and not os.path.exists(tmp_path / 'seed0')
+
+
+def test_the_report_of_some_stages_has_their_rows_only(tmp_path):
+  """`--stages=digits`: the table and the grids of the default alone."""
+  root = str(tmp_path)
+  run = paper_digits.workdir(root, 0, 'digits')
+  os.makedirs(os.path.join(run, 'samples'))
+  with open(paper_digits.result_file(root, 0, 'digits'), 'w') as f:
+    json.dump({'digits_fd_floor': 4.0, 'digits_fd_hat': 6.0, 'digits_fd_hat_3x': 9.0}, f)
+  images = np.zeros((64, 16, 16, 1), np.float32)
+  np.savez(os.path.join(run, 'samples', 'final.npz'), hat=images, gen=images)
+  md = paper_digits.report(root, [0], smoke=False)
+  assert '| 3x / 1x (bar: <= 1.25) | 1.50 ± 0.00 | 1.50 | 1.50 |' in md
+  assert 'refinement' not in md and 'retrofit' not in md and 'OOD' not in md
+  assert sorted(os.listdir(os.path.join(root, 'grids'))) == [
+      'digits_gen.png', 'digits_hat.png', 'ood_letters.png']
