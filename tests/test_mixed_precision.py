@@ -72,3 +72,54 @@ def test_bfloat16_langevin_moves_agree_with_float32():
   assert np.all(np.isfinite(moves[0]))
   cos = np.sum(moves[0] * moves[1]) / np.linalg.norm(moves[0]) / np.linalg.norm(moves[1])
   assert cos > 0.98
+
+
+_NETS = [('ebm_sngan32', (3, 32, 32, 3)), ('ebm_sngan64', (2, 64, 64, 3)),
+         ('gen_sngan32', (3, 128)), ('gen_decoder32', (2, 16, 16, 1)),
+         ('inf_encoder32', (2, 32, 32, 3))]
+
+
+@pytest.mark.parametrize('name,in_shape', _NETS)
+def test_conv_kernels_cast_before_the_call_give_the_same_numbers(name, in_shape):
+  """`models.compute_variables` casts a bfloat16 net's conv kernels to bfloat16 (what
+  its convs read) and nothing else; the net's output, its input gradient and the
+  float32 parameter gradients through the cast are bit for bit those of the float32
+  variables. A float32 net gets its variables back unchanged."""
+  kw = dict(ngf=64) if '64' in name else dict(ngf=16)
+  net = models.create(name, dtype='bfloat16', **kw)
+  size = 64 if '64' in name else 32
+  v = models.init_variables(net, jax.random.PRNGKey(0), size)
+  x = jax.random.normal(jax.random.PRNGKey(1), in_shape)
+  cast = models.compute_variables(net, v)
+  kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(cast)
+             if p[-1].key == 'kernel' and l.ndim == 4]
+  assert kernels and all(k.dtype == jnp.bfloat16 for k in kernels)
+  others = [l for p, l in jax.tree_util.tree_leaves_with_path(cast)
+            if not (p[-1].key == 'kernel' and l.ndim == 4)]
+  assert all(l.dtype == jnp.float32 for l in others)
+  energy = lambda vv, xx: jnp.sum(net.apply(vv, xx).astype(jnp.float32) ** 2)
+  want = jax.grad(energy, argnums=(0, 1))(v, x)
+  got = jax.grad(lambda vv, xx: energy(models.compute_variables(net, vv), xx),
+                 argnums=(0, 1))(v, x)
+  np.testing.assert_array_equal(net.apply(cast, x), net.apply(v, x))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+  f32 = models.create(name, **kw)
+  assert models.compute_variables(f32, v) is v
+
+
+def test_the_sampler_reads_conv_kernels_in_the_nets_dtype():
+  """A bfloat16 run's sampler nets carry bfloat16 conv kernels (cast once, outside the
+  Langevin loop), so does the loop body the TPU plan compiles; a float32 run's carry
+  its float32 parameters as they are."""
+  from hat_ebm_jax.plan import programs  # pylint: disable=g-import-not-at-top
+  c = config_lib.load_config_file(os.path.join(REPO, 'configs', 'tiny.py'))
+  for dtype, want in (('bfloat16', jnp.bfloat16), ('float32', jnp.float32)):
+    c.dtype = dtype
+    m = modes.create(c)
+    state = jax.eval_shape(m.init_state, jax.random.PRNGKey(0))
+    for name, fn in (('ebm', m.ebm_apply_fn), ('gen', m.gen_apply_fn)):
+      for v in (jax.eval_shape(lambda s: fn(s).args[0], state),
+                programs._variables(m, state, name, False)):  # pylint: disable=protected-access
+        kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(v)
+                   if p[-1].key == 'kernel' and len(l.shape) == 4]
+        assert kernels and {k.dtype for k in kernels} == {jnp.dtype(want)}, (dtype, name)

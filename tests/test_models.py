@@ -142,11 +142,34 @@ def test_upsample2x_equals_jax_image_resize_bilinear(shape):
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 5, 7, 4), (2, 1, 1, 2), (1, 2, 3, 2)])
+def test_upsample2x_gradient_is_the_transpose_of_jax_image_resize(shape):
+  """The hand-written transpose (`_up_axis_transpose`, clamped edges included) is the
+  gradient autodiff gives for `jax.image.resize(..., 'bilinear')`."""
+  x = jax.random.normal(KEY, shape)
+  b, h, w, c = shape
+  g = jax.random.normal(jax.random.PRNGKey(9), (b, 2 * h, 2 * w, c))
+  assert layers.fast_grad_applies(shape, jnp.float32, 'winograd')
+  _, vjp = jax.vjp(layers.upsample2x_fast_grad, x)
+  _, vjp_ref = jax.vjp(lambda v: jax.image.resize(v, (b, 2 * h, 2 * w, c), 'bilinear'), x)
+  np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=0, atol=1e-5)
+
+
 def test_avg_pool2_averages_2x2_blocks():
   """2x2 average pooling with stride 2."""
   x = jnp.arange(16.0).reshape(1, 4, 4, 1)
   got = layers.avg_pool2(x)[0, :, :, 0]
   np.testing.assert_allclose(got, [[2.5, 4.5], [10.5, 12.5]])
+
+
+def test_avg_pool2_keeps_a_narrow_dtype():
+  """In bfloat16 the pooling is summed in bfloat16 and returns bfloat16 (no float32
+  copy of its input), within bfloat16 rounding of the float32 average."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
+  got = layers.avg_pool2(x.astype(jnp.bfloat16))
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), layers.avg_pool2(x),
+                             rtol=2e-2, atol=2e-2)
 
 
 def test_unknown_net_name_raises_naming_known_nets():
@@ -267,6 +290,74 @@ def test_pooled_conv_is_conv3_then_average_pool():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('algorithm', ['direct', 'winograd', 'winograd_large'])
+def test_pooled_conv_is_conv3_then_average_pool_in_every_form(algorithm):
+  """Every form of `PooledConv` gives conv3 SAME then pooling, parameter gradients
+  included, with the same parameters: the 4x4 stride-2 conv with XLA's gradient
+  ('direct'), the box filter then a stride-2 3x3 conv by phases ('winograd' on this
+  map), and the 4x4 conv with its input gradient by phases ('winograd_large' on a map
+  too small for the box filter)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 8, 5))
+  pooled = layers.PooledConv(7, algorithm=algorithm)
+  assert layers.box_pool_applies(x.shape, 7, jnp.float32, algorithm) == (
+      algorithm == 'winograd')
+  variables = jax.tree_util.tree_map(lambda v: v + 0.1,
+                                     pooled.init(jax.random.PRNGKey(1), x))
+  plain = lambda v, x: layers.avg_pool2(layers.conv(7, 3, 'conv').apply(v, x))
+  ct = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 4, 7))
+  got, vjp = jax.vjp(pooled.apply, variables, x)
+  want, vjp_ref = jax.vjp(plain, variables, x)
+  assert _max_rel(got, want) < 1e-5
+  jax.tree_util.tree_map(lambda g, w: _assert_rel(g, w, 1e-5), vjp(ct), vjp_ref(ct))
+
+
+def _assert_rel(got, want, tol):
+  assert _max_rel(got, want) < tol
+
+
+@pytest.mark.parametrize('shape', [(2, 32, 32, 3), (3, 10, 6, 4), (1, 2, 2, 1)])
+def test_pooled_conv3x3_and_its_gradients_equal_conv_then_pool(shape):
+  """`pooled_conv3x3` (box filter, then four phase convs) and its input and kernel
+  gradients equal those of conv3 SAME then 2x2 average pooling, on square, oblong and
+  single-output maps."""
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(5), 3)
+  x = jax.random.normal(kx, shape)
+  k = jax.random.normal(kk, (3, 3, shape[-1], 6))
+  ct = jax.random.normal(kc, (shape[0], shape[1] // 2, shape[2] // 2, 6))
+  plain = lambda x, k: layers.avg_pool2(jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
+      x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  _assert_same_output_and_vjp(layers.pooled_conv3x3, plain, x, k, ct)
+
+
+def test_fast_upsample_gradient_applies_where_winograd_does_on_cpu():
+  """The hand-written upsampling gradient runs under the CPU algorithms in float32;
+  under 'winograd_large' only into 16x16 or larger maps of 64 or more channels (the
+  paper generators' block3 and block4, not the digits nets)."""
+  applies = layers.fast_grad_applies
+  assert applies((2, 8, 8, 256), jnp.float32, 'winograd_large')
+  assert applies((2, 16, 16, 64), jnp.float32, 'winograd_large')
+  assert not applies((2, 4, 4, 256), jnp.float32, 'winograd_large')
+  assert not applies((2, 8, 8, 32), jnp.float32, 'winograd_large')  # digits
+  assert not applies((2, 8, 8, 256), jnp.bfloat16, 'winograd_large')
+  assert not applies((2, 8, 8, 256), jnp.float32, 'direct')
+  assert applies((2, 1, 1, 2), jnp.float32, 'winograd')
+
+
+def test_box_pool_applies_where_winograd_does_on_cpu():
+  """The box-filter form runs under the CPU algorithms only, in float32 on even maps;
+  'winograd_large' (CPU 'auto') only on the maps where Winograd runs (16x16 or more,
+  64 or more channels): the paper EBMs' stem and block2, not the digits nets."""
+  applies = layers.box_pool_applies
+  assert applies((2, 32, 32, 256), 256, jnp.float32, 'winograd_large')
+  assert applies((2, 16, 16, 256), 256, jnp.float32, 'winograd_large')
+  assert not applies((2, 16, 16, 32), 32, jnp.float32, 'winograd_large')  # digits
+  assert not applies((2, 8, 8, 256), 256, jnp.float32, 'winograd_large')
+  assert not applies((2, 32, 32, 256), 256, jnp.bfloat16, 'winograd_large')
+  assert not applies((2, 32, 32, 256), 256, jnp.float32, 'direct')
+  assert applies((2, 6, 6, 3), 3, jnp.float32, 'winograd')
+  assert not applies((2, 5, 6, 3), 3, jnp.float32, 'winograd')
+
+
 def test_conv4x4_stride2_gradients_match_autodiff_of_the_plain_conv():
   """The phase-by-phase input gradient and the kernel gradient equal what JAX derives
   for `lax.conv_general_dilated` (stride 2, padding 1)."""
@@ -299,7 +390,12 @@ def test_winograd_conv3x3_and_its_gradients_equal_the_direct_conv(shape):
   ct = jax.random.normal(kc, shape[:-1] + (6,))
   plain = lambda x, k: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
       x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  out, vjp = jax.vjp(layers.winograd_conv3x3, x, k)
+  _assert_same_output_and_vjp(layers.winograd_conv3x3, plain, x, k, ct)
+
+
+def _assert_same_output_and_vjp(fn, plain, x, k, ct):
+  """`fn(x, k)` and its input and kernel cotangents for `ct` equal `plain`'s to 1e-5."""
+  out, vjp = jax.vjp(fn, x, k)
   out_ref, vjp_ref = jax.vjp(plain, x, k)
   assert _max_rel(out, out_ref) < 1e-5
   for got, want in zip(vjp(ct), vjp_ref(ct)):

@@ -162,6 +162,8 @@ def test_the_cli_reports_a_step_that_does_not_fit_with_its_largest_buffers(tiny_
   assert r['flops_per_step_per_device'] == pytest.approx(
       r['flops_compiled_step_per_device'] + 2 * r['flops_loop_body_per_device'])
   assert r['hours_per_run'] == pytest.approx(r['seconds_per_step'] * 6 / 3600)
+  assert r['mfu_bound'] == pytest.approx(r['seconds_flop_bound'] / r['seconds_per_step'])
+  assert 0 < r['mfu_bound'] <= 1
   assert r['rolled_loop'] and r['loop_bodies'] == 3
 
 

@@ -24,7 +24,7 @@ from hat_ebm_jax.models.nets import (Decoder, EBM, Encoder, Generator, MLPEnergy
 
 __all__ = ['create', 'NAMES', 'init_variables', 'input_shape', 'latent_shape', 'EBM',
            'Generator', 'Decoder', 'Encoder', 'MLPEnergy', 'MLPGenerator', 'make_ebm',
-           'make_generator', 'make_encoder', 'net_kwargs']
+           'make_generator', 'make_encoder', 'net_kwargs', 'compute_variables']
 
 
 def _ebm(name, n_blocks_down, extra_same):
@@ -213,3 +213,24 @@ def make_encoder(config, platform: str = None) -> nn.Module:
   c = config
   return create(c.inf_type, ngf=c.inf_ngf, nch=c.nch, dtype=c.dtype,
                 conv_algorithm=c.conv_algorithm, backend=platform)
+
+
+def compute_variables(module: nn.Module, variables: Any) -> Any:
+  """`variables` as `module` reads them when it computes in a narrower `dtype`: every conv
+  kernel (a 4-D `kernel` leaf) cast to the module's `dtype`; everything else unchanged.
+
+  The convs cast their kernels to `dtype` themselves, so `module.apply` gives the same
+  numbers, and the same float32 parameter gradients, either way. Cast once before the
+  Langevin loop (`modes.base`), a bfloat16 sampler reads its conv weights at 2 bytes,
+  not 4, in every step (docs/tpu_plan.md). Float32 modules get `variables` back as is.
+  """
+  dtype = jnp.dtype(getattr(module, 'dtype', jnp.float32))
+  if dtype == jnp.float32:
+    return variables
+
+  def cast(path, leaf):
+    name = getattr(path[-1], 'key', None) if path else None
+    if name == 'kernel' and getattr(leaf, 'ndim', 0) == 4:
+      return leaf.astype(dtype)
+    return leaf
+  return jax.tree_util.tree_map_with_path(cast, variables)

@@ -33,17 +33,15 @@ class EBMBlock(nn.Module):
   down: bool = False
   stem: bool = False
   dtype: Any = jnp.float32
-  input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
   conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
-    in_dtype = self.input_dtype or self.dtype
     alg = self.conv_algorithm
     h = x if self.stem else nn.relu(x)
-    h = layers.conv(self.features, 3, 'conv_1', in_dtype, alg)(h)
+    h = layers.conv(self.features, 3, 'conv_1', self.dtype, alg)(h)
     if self.down:  # conv3 then pool, as one 4x4 stride-2 conv (4/9 of the work)
-      h = layers.PooledConv(self.features, self.dtype, name='conv_2')(nn.relu(h))
+      h = layers.PooledConv(self.features, self.dtype, alg, name='conv_2')(nn.relu(h))
     else:
       h = layers.conv(self.features, 3, 'conv_2', self.dtype, alg)(nn.relu(h))
     sc = x
@@ -53,7 +51,7 @@ class EBMBlock(nn.Module):
     if self.down:
       sc = layers.avg_pool2(sc)
     if needs_sc:
-      sc = layers.conv(self.features, 1, 'sc', in_dtype)(sc)
+      sc = layers.conv(self.features, 1, 'sc', self.dtype)(sc)
     return h + sc.astype(h.dtype)
 
 
@@ -67,28 +65,26 @@ class GenBlock(nn.Module):
   up: bool = False
   stem: bool = False
   dtype: Any = jnp.float32
-  input_dtype: Any = None  # dtype of the layers that read `x` (default: `dtype`)
   conv_algorithm: str = 'direct'  # 3x3 convs: see `layers.conv`
 
   @nn.compact
   def __call__(self, x):
-    in_dtype = self.input_dtype or self.dtype
     alg = self.conv_algorithm
     h = x
     if not self.stem:
-      h = nn.relu(layers.batch_norm('bn_1', in_dtype)(h))
+      h = nn.relu(layers.batch_norm('bn_1', self.dtype)(h))
     if self.up:
-      h = layers.upsample2x(h)
-    h = layers.conv(self.features, 3, 'conv_1', in_dtype, alg)(h)
+      h = layers.upsample(h, alg)
+    h = layers.conv(self.features, 3, 'conv_1', self.dtype, alg)(h)
     h = nn.relu(layers.batch_norm('bn_2', self.dtype)(h))
     h = layers.conv(self.features, 3, 'conv_2', self.dtype, alg)(h)
     # The bilinear upsample is linear with weights summing to 1, so it commutes with a
     # 1x1 conv (bias included): run the 1x1 conv at the low resolution (1/4 of the work).
     sc = x
     if x.shape[-1] != self.features or self.up:
-      sc = layers.conv(self.features, 1, 'sc', in_dtype)(sc)
+      sc = layers.conv(self.features, 1, 'sc', self.dtype)(sc)
     if self.up:
-      sc = layers.upsample2x(sc)
+      sc = layers.upsample(sc, alg)
     return h + sc.astype(h.dtype)
 
 
@@ -109,11 +105,11 @@ class EBM(nn.Module):
   def __call__(self, x):
     n_down = 1 + sum(self.downs)
     _check_images(x, self.nch, 2 ** n_down, self.net_name)
-    # Mixed precision (`dtype` bfloat16): the layers reading the image and the final
-    # average and dense stay float32 (they are cheap); the rest computes in `dtype`.
+    # Mixed precision (`dtype` bfloat16): every conv computes in `dtype` (the stem casts
+    # the float32 image as it reads it, as a TPU's float32 conv does at its default
+    # precision); the final average and dense, on [B, C], and the energy are float32.
     h = EBMBlock(self.widths[0], down=True, stem=True, dtype=self.dtype,
-                 input_dtype=jnp.float32, conv_algorithm=self.conv_algorithm,
-                 name='conv_1')(x.astype(jnp.float32))
+                 conv_algorithm=self.conv_algorithm, name='conv_1')(x.astype(jnp.float32))
     for i, (w, d) in enumerate(zip(self.widths[1:], self.downs)):
       h = EBMBlock(w, down=d, dtype=self.dtype, conv_algorithm=self.conv_algorithm,
                    name=f'block{i + 2}')(h)
@@ -144,8 +140,9 @@ class Generator(nn.Module):
     if z.ndim != 2 or z.shape[1] != self.nz:
       raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.nz}] '
                        f'(nz={self.nz}); got shape {tuple(z.shape)}.')
-    # Mixed precision (`dtype` bfloat16): the dense layer reading `z` and the output
-    # layers stay float32 (they are cheap); the up-blocks compute in `dtype`.
+    # Mixed precision (`dtype` bfloat16): the dense layer reading `z` ([B, b*b*ngf]) is
+    # float32; the blocks and the last BN compute in `dtype`; the last conv reads
+    # `dtype` and accumulates and returns float32 (its 3 channels are the image).
     h = layers.dense(self.bottom * self.bottom * self.ngf, 'lin_1',
                      dtype=jnp.float32)(z.astype(jnp.float32))
     h = h.reshape(z.shape[0], self.ngf, self.bottom, self.bottom).transpose(0, 2, 3, 1)
@@ -153,8 +150,9 @@ class Generator(nn.Module):
       h = GenBlock(w, up=True, dtype=self.dtype, conv_algorithm=self.conv_algorithm,
                    name=f'block{i + 2}')(h)
     n = len(self.widths) + 2
-    h = nn.relu(layers.batch_norm(f'bn_{n}', jnp.float32)(h.astype(jnp.float32)))
-    h = layers.conv(self.nch, 3, f'conv_{n}', jnp.float32, self.conv_algorithm)(h)
+    h = nn.relu(layers.batch_norm(f'bn_{n}', self.dtype)(h))
+    h = layers.conv(self.nch, 3, f'conv_{n}', self.dtype, self.conv_algorithm,
+                    out_dtype=jnp.float32)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -176,14 +174,15 @@ class Decoder(nn.Module):
       raise ValueError(f'{self.net_name}: expected latents of shape [B, {self.latent_size},'
                        f' {self.latent_size}, 1]; got shape {tuple(z.shape)}.')
     alg = self.conv_algorithm
-    h = z.astype(jnp.float32)  # layers reading z and the output layers: float32
-    h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
-                 conv_algorithm=alg, name='block1')(h)
+    # Mixed precision: as `Generator` (the convs in `dtype`, the image's conv float32 out).
+    h = z.astype(jnp.float32)
+    h = GenBlock(self.ngf, up=False, stem=True, dtype=self.dtype, conv_algorithm=alg,
+                 name='block1')(h)
     h = GenBlock(self.ngf, up=True, dtype=self.dtype, conv_algorithm=alg, name='block2')(h)
     h = GenBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block3')(h)
     h = GenBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block4')(h)
-    h = nn.relu(layers.batch_norm('bn_5', jnp.float32)(h.astype(jnp.float32)))
-    h = layers.conv(self.nch, 3, 'conv_5', jnp.float32, alg)(h)
+    h = nn.relu(layers.batch_norm('bn_5', self.dtype)(h))
+    h = layers.conv(self.nch, 3, 'conv_5', self.dtype, alg, out_dtype=jnp.float32)(h)
     return (self.out_factor * jnp.tanh(h)).astype(jnp.float32)
 
 
@@ -204,12 +203,14 @@ class Encoder(nn.Module):
     _check_images(x, self.nch, 2, self.net_name)
     alg = self.conv_algorithm
     h = x.astype(jnp.float32)
-    h = EBMBlock(self.ngf, down=False, stem=True, dtype=self.dtype, input_dtype=jnp.float32,
-                 conv_algorithm=alg, name='block1')(h)
+    # Mixed precision: the convs in `dtype`, the latent's conv accumulates in float32.
+    h = EBMBlock(self.ngf, down=False, stem=True, dtype=self.dtype, conv_algorithm=alg,
+                 name='block1')(h)
     h = EBMBlock(self.ngf, down=True, dtype=self.dtype, conv_algorithm=alg, name='block2')(h)
     h = EBMBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block3')(h)
     h = EBMBlock(self.ngf, dtype=self.dtype, conv_algorithm=alg, name='block4')(h)
-    z = layers.conv(1, 3, 'conv2latent', jnp.float32, alg)(nn.relu(h).astype(jnp.float32))
+    z = layers.conv(1, 3, 'conv2latent', self.dtype, alg, out_dtype=jnp.float32)(
+        nn.relu(h))
     dim = z.shape[1] * z.shape[2] * z.shape[3]
     norm = jnp.sqrt(jnp.sum(z ** 2, axis=(1, 2, 3), keepdims=True))
     return z * jnp.sqrt(float(dim)) / (norm + 1e-6)

@@ -129,6 +129,12 @@ def variables(state: TrainState, name: str, use_ema: bool = False) -> Dict:
   return out
 
 
+def sampler_variables(module, state: TrainState, name: str, use_ema: bool = False) -> Dict:
+  """`variables(state, name, use_ema)` as `module` computes with them: conv kernels in its
+  dtype (`models.compute_variables`; the same numbers, fewer bytes per Langevin step)."""
+  return models.compute_variables(module, variables(state, name, use_ema))
+
+
 def split_variables(v: Dict) -> Tuple[Any, Any]:
   """`{'params', 'batch_stats'?}` -> (params, batch_stats or {})."""
   return v['params'], v.get('batch_stats', {})
@@ -172,12 +178,14 @@ class HatEBMMode(Mode):
     return models.input_shape(self.ebm, self.config.image_size)
 
   # The nets as `Partial` pytrees: on concrete arrays, `langevin_programs.sample` then
-  # passes the variables to its compiled programs as arguments (compiled once).
+  # passes the variables to its compiled programs as arguments (compiled once). Their conv
+  # kernels are in the nets' compute dtype (`models.compute_variables`): cast here, once,
+  # not in every Langevin step.
   def ebm_apply_fn(self, state: TrainState, use_ema: bool = False) -> Callable:
-    return langevin.nets(self.ebm, variables(state, 'ebm', use_ema))
+    return langevin.nets(self.ebm, sampler_variables(self.ebm, state, 'ebm', use_ema))
 
   def gen_apply_fn(self, state: TrainState, use_ema: bool = False) -> Callable:
-    return langevin.nets(self.gen, variables(state, 'gen', use_ema))
+    return langevin.nets(self.gen, sampler_variables(self.gen, state, 'gen', use_ema))
 
   def init_chains(self, key, n: int):
     """Langevin starting points (docs/algorithm.md §6 step 1).

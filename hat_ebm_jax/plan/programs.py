@@ -85,8 +85,11 @@ def _body_program(mode, state, mesh, n: int, use_ema: bool = False):
 
 
 def _variables(mode, state, name, use_ema):
-  del mode
-  return base.variables(state, name, use_ema)
+  """The variables the sampler's loop reads (`base.sampler_variables`: conv kernels
+  already in the nets' dtype, cast once before the loop), as abstract arrays."""
+  module = mode.ebm if name == 'ebm' else mode.gen
+  return jax.eval_shape(
+      lambda s: base.sampler_variables(module, s, name, use_ema), state)
 
 
 def train_programs(config, mesh, platform: str = 'tpu') -> Programs:

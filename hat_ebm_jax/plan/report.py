@@ -123,6 +123,9 @@ def plan(config, slice_name: str, what: str = 'train',
       peak_flops_per_device=g.peak_flops, hbm_bandwidth_per_device=g.hbm_bandwidth,
       seconds_flop_bound=seconds_flops, seconds_hbm_bound=seconds_bytes,
       seconds_cost_model=cost_model_s, seconds_per_step=est,
+      # The best model FLOP utilisation the step can reach: its FLOP-bound time over the
+      # estimate (1 when FLOP-bound; an HBM-bound step leaves the rest of the peak idle).
+      mfu_bound=seconds_flops / est if est > 0 else 0.0,
       steps_per_run=progs.steps_per_run, hours_per_run=est * progs.steps_per_run / 3600,
       collectives=summary,
       collective_bytes_per_step=sum(v['bytes_per_step'] for v in summary.values()),
@@ -165,7 +168,8 @@ def format_report(r: Dict[str, Any]) -> str:
                                 f"per chip), {r['seconds_hbm_bound']:.4f} s HBM-bound"),
       ('cost model', 'n/a (no positive optimal_seconds)' if r['seconds_cost_model'] is None
        else f"{r['seconds_cost_model']:.4f} s"),
-      ('est. seconds per step', f"{r['seconds_per_step']:.4f}"),
+      ('est. seconds per step', f"{r['seconds_per_step']:.4f} (MFU at most "
+                                f"{100 * r['mfu_bound']:.0f}%)"),
       ('hours per run', f"{r['hours_per_run']:.2f} ({r['steps_per_run']} steps)"),
       ('collective bytes per step per device', _size(r['collective_bytes_per_step'])),
   ]
