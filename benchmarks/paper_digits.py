@@ -12,6 +12,9 @@ stage that was stopped resumes from its checkpoint):
      inverted, constant images, rendered letters) beside the Gaussian baseline (at the
      training chain length: 1 has scored the longer chains);
   3. `refine`: `configs/digits_refine.py` on the generator of 1 (joint mode);
+     `weak` then `refine_weak`: the same on a deliberately weak generator, the
+     digits default stopped at `WEAK_GEN_STEPS` (the paper refines an SN-GAN that is
+     far from its data; the digits default's own generator is close to it);
   4. `ae` then `retrofit`: `configs/digits_ae.py`, `configs/digits_retrofit.py` on its
      decoder.
 
@@ -37,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPSCALE = 4  # 16 px digits drawn 64 px wide
 EVAL_NAME = 'paper_digits'
 
+WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 1,500)
 # Stage name -> (config, depends on, extra flags given the seed's folder).
 STAGES = {
     'digits': ('configs/digits.py', None, lambda d: []),
@@ -46,10 +50,17 @@ STAGES = {
                         '--config.chain_length_factors=(1,)']),
     'refine': ('configs/digits_refine.py', 'digits',
                lambda d: [f'--config.gen_weights={os.path.join(d, "digits")}']),
+    # A weak generator: the default's run stopped early (its final metrics at 1x only).
+    'weak': ('configs/digits.py', None,
+             lambda d: [f'--config.num_training_steps={WEAK_GEN_STEPS}',
+                        '--config.chain_length_factors=(1,)']),
+    'refine_weak': ('configs/digits_refine.py', 'weak',
+                    lambda d: [f'--config.gen_weights={os.path.join(d, "weak")}']),
     'ae': ('configs/digits_ae.py', None, lambda d: []),
     'retrofit': ('configs/digits_retrofit.py', 'ae',
                  lambda d: [f'--config.gen_weights={os.path.join(d, "ae")}']),
 }
+JOINT_STAGES = ('refine', 'refine_weak', 'retrofit')  # joint mode: G(z) against G(z) + y
 # Tiny settings for --smoke, per stage (the configs' nets, a few steps, few samples).
 SMOKE_TRAIN = ['--config.num_training_steps=2', '--config.mcmc_steps=2',
                '--config.num_final_samples=64', '--config.log_freq=1',
@@ -59,6 +70,8 @@ SMOKE = {
     'eval': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
              '--config.num_ood_samples=40'],
     'refine': SMOKE_TRAIN,
+    'weak': SMOKE_TRAIN + ['--config.chain_length_factors=(1,)'],
+    'refine_weak': SMOKE_TRAIN,
     'ae': ['--config.num_epochs=1', '--config.steps_per_epoch=2', '--config.test_steps=1',
            '--config.num_training_steps=2', '--config.plot_freq=2',
            '--config.checkpoint_freq=2'],
@@ -67,7 +80,7 @@ SMOKE = {
 
 
 def workdir(root: str, seed: int, stage: str) -> str:
-  """The folder of a stage: `ROOT/seed<S>/<digits|refine|ae|retrofit>`; the evaluation
+  """The folder of a stage: `ROOT/seed<S>/<stage>`; the evaluation
   writes into the digits run's `eval/paper_digits/`."""
   name = 'digits' if stage == 'eval' else stage
   return os.path.join(root, f'seed{seed}', name)
@@ -140,12 +153,15 @@ def _load(path: str) -> Dict:
 def seed_figures(root: str, seed: int) -> Dict[str, float]:
   """`{row name: value}` of one seed, from its stages' `final_metrics.json` and
   `results.json` (a stage that was not run has no rows)."""
-  digits = _load(result_file(root, seed, 'digits'))
-  out = {k: v for k, v in digits.items() if k.startswith(('digits_fd_', 'digits_pca_fd_'))}
-  out['hat_over_floor'] = digits['digits_fd_hat'] / digits['digits_fd_floor']
-  if 'digits_fd_hat_3x' in digits:
-    out['hat_3x_over_1x'] = digits['digits_fd_hat_3x'] / digits['digits_fd_hat']
-  for stage in ('refine', 'retrofit'):
+  out = {}
+  if os.path.exists(result_file(root, seed, 'digits')):
+    digits = _load(result_file(root, seed, 'digits'))
+    out.update({k: v for k, v in digits.items()
+                if k.startswith(('digits_fd_', 'digits_pca_fd_'))})
+    out['hat_over_floor'] = digits['digits_fd_hat'] / digits['digits_fd_floor']
+    if 'digits_fd_hat_3x' in digits:
+      out['hat_3x_over_1x'] = digits['digits_fd_hat_3x'] / digits['digits_fd_hat']
+  for stage in JOINT_STAGES:
     if not os.path.exists(result_file(root, seed, stage)):
       continue
     m = _load(result_file(root, seed, stage))
@@ -183,6 +199,12 @@ ROWS = [
     ('refine_gen', 'refinement: digits_fd of G(z), the pretrained generator', True, '.2f'),
     ('refine_hat', 'refinement: digits_fd of the refined samples', True, '.2f'),
     ('refine_change', 'refinement: change (bar: <= -25%)', True, '+.0%'),
+    ('refine_weak_gen', f'refinement of a weak generator ({WEAK_GEN_STEPS} steps): '
+     'digits_fd of G(z)', True, '.2f'),
+    ('refine_weak_hat', 'refinement of the weak generator: digits_fd of the refined '
+     'samples', True, '.2f'),
+    ('refine_weak_change', 'refinement of the weak generator: change (bar: <= -25%)', True,
+     '+.0%'),
     ('retrofit_gen', 'retrofit: digits_fd of the decoder on prior latents', True, '.2f'),
     ('retrofit_hat', 'retrofit: digits_fd of the retrofit samples', True, '.2f'),
     ('retrofit_change', 'retrofit: change', True, '+.0%'),
@@ -222,22 +244,22 @@ def upscaled_grid(images: np.ndarray, n: int = 64, scale: int = UPSCALE) -> np.n
 
 
 def write_grids(root: str, seed: int) -> List[str]:
-  """`ROOT/grids/<name>.png` for the first seed: the default's samples (1x, 10x, G(z)),
-  refinement (G(z) against refined, same latents), retrofit (decoder on prior latents
-  against retrofit) and the rendered letters. Returns the file names."""
+  """`ROOT/grids/<name>.png` for the first seed: of the stages that are done, the
+  default's samples (1x, 10x, G(z)), both refinements (G(z) against refined, same
+  latents), retrofit (decoder on prior latents against retrofit); and the rendered
+  letters. Returns the file names."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   out_dir = os.path.join(root, 'grids')
   os.makedirs(out_dir, exist_ok=True)
   picks = {}
-  with np.load(os.path.join(workdir(root, seed, 'digits'), 'samples', 'final.npz')) as f:
-    picks.update(digits_hat=f['hat'], digits_gen=f['gen'])
-    if 'hat_10x' in f.files:
-      picks['digits_hat_10x'] = f['hat_10x']
-  for stage in ('refine', 'retrofit'):
-    if not os.path.exists(os.path.join(workdir(root, seed, stage), 'samples', 'final.npz')):
+  for stage in ('digits',) + JOINT_STAGES:
+    path = os.path.join(workdir(root, seed, stage), 'samples', 'final.npz')
+    if not os.path.exists(path):
       continue
-    with np.load(os.path.join(workdir(root, seed, stage), 'samples', 'final.npz')) as f:
+    with np.load(path) as f:
       picks.update({f'{stage}_gen': f['gen'], f'{stage}_hat': f['hat']})
+      if stage == 'digits' and 'hat_10x' in f.files:
+        picks['digits_hat_10x'] = f['hat_10x']
   from hat_ebm_jax.datasets import digits, glyphs  # pylint: disable=g-import-not-at-top
   picks['ood_letters'] = digits.to_model_images(glyphs.render(64, np.random.default_rng(0)),
                                                 16)
