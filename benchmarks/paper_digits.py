@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UPSCALE = 4  # 16 px digits drawn 64 px wide
+UPSCALE = 3  # 16 px digits drawn 48 px wide, as the README's grids (docs/images)
 EVAL_NAME = 'paper_digits'
 
 WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 1,500)
@@ -70,7 +70,8 @@ SMOKE = {
     'eval': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
              '--config.num_ood_samples=40'],
     'refine': SMOKE_TRAIN,
-    'weak': SMOKE_TRAIN + ['--config.chain_length_factors=(1,)'],
+    'weak': SMOKE_TRAIN,  # its chain_length_factors=(1,) comes from STAGES (a tuple flag
+                          # given twice would be read as (1, 1))
     'refine_weak': SMOKE_TRAIN,
     'ae': ['--config.num_epochs=1', '--config.steps_per_epoch=2', '--config.test_steps=1',
            '--config.num_training_steps=2', '--config.plot_freq=2',
