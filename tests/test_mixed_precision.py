@@ -74,6 +74,12 @@ def test_bfloat16_langevin_moves_agree_with_float32():
   assert cos > 0.98
 
 
+def _conv_kernels(variables, conv: bool = True):
+  """The conv kernels (4-D `kernel` leaves) of `variables`; with `conv=False`, the rest."""
+  return [l for p, l in jax.tree_util.tree_leaves_with_path(variables)
+          if (p[-1].key == 'kernel' and len(l.shape) == 4) == conv]
+
+
 _NETS = [('ebm_sngan32', (3, 32, 32, 3)), ('ebm_sngan64', (2, 64, 64, 3)),
          ('gen_sngan32', (3, 128)), ('gen_decoder32', (2, 16, 16, 1)),
          ('inf_encoder32', (2, 32, 32, 3))]
@@ -91,11 +97,8 @@ def test_conv_kernels_cast_before_the_call_give_the_same_numbers(name, in_shape)
   v = models.init_variables(net, jax.random.PRNGKey(0), size)
   x = jax.random.normal(jax.random.PRNGKey(1), in_shape)
   cast = models.compute_variables(net, v)
-  kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(cast)
-             if p[-1].key == 'kernel' and l.ndim == 4]
+  kernels, others = _conv_kernels(cast, True), _conv_kernels(cast, False)
   assert kernels and all(k.dtype == jnp.bfloat16 for k in kernels)
-  others = [l for p, l in jax.tree_util.tree_leaves_with_path(cast)
-            if not (p[-1].key == 'kernel' and l.ndim == 4)]
   assert all(l.dtype == jnp.float32 for l in others)
   energy = lambda vv, xx: jnp.sum(net.apply(vv, xx).astype(jnp.float32) ** 2)
   want = jax.grad(energy, argnums=(0, 1))(v, x)
@@ -120,6 +123,5 @@ def test_the_sampler_reads_conv_kernels_in_the_nets_dtype():
     for name, fn in (('ebm', m.ebm_apply_fn), ('gen', m.gen_apply_fn)):
       for v in (jax.eval_shape(lambda s: fn(s).args[0], state),
                 programs._variables(m, state, name, False)):  # pylint: disable=protected-access
-        kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(v)
-                   if p[-1].key == 'kernel' and len(l.shape) == 4]
+        kernels = _conv_kernels(v)
         assert kernels and {k.dtype for k in kernels} == {jnp.dtype(want)}, (dtype, name)

@@ -206,7 +206,8 @@ def winograd_applies(shape: Sequence[int], features: int, dtype: Any,
 
 def _cpu_algorithm_applies(shape: Sequence[int], features: int, dtype: Any,
                            algorithm: str, multiple: int) -> bool:
-  """The rule `winograd_applies` and `box_pool_applies` share: float32 under a CPU
+  """The rule `winograd_applies`, `box_pool_applies` and `fast_grad_applies` share
+  (`shape` the map the op computes at): float32 under a CPU
   algorithm, H and W multiples of `multiple`; under 'winograd_large' also 16x16 or more
   with 64 or more input and output channels."""
   _, h, w, c = shape
@@ -496,9 +497,5 @@ def fast_grad_applies(shape: Sequence[int], dtype: Any, algorithm: str) -> bool:
   under the CPU algorithms, in float32; under 'winograd_large' (CPU 'auto') only where
   the upsampled map is 16x16 or more with 64 or more channels, the maps whose convs run
   by Winograd (so the digits nets keep autodiff's, and their numbers)."""
-  _, h, w, c = shape
-  if algorithm == 'direct' or jnp.dtype(dtype) != jnp.float32:
-    return False
-  if algorithm == 'winograd_large':
-    return 2 * min(h, w) >= 16 and c >= 64
-  return True
+  b, h, w, c = shape
+  return _cpu_algorithm_applies((b, 2 * h, 2 * w, c), c, dtype, algorithm, multiple=1)
