@@ -10,7 +10,10 @@ stage that was stopped resumes from its checkpoint):
      score raw and EMA weights at 1x, 3x and 10x the training chain length;
   2. `eval`: `configs/digits.py:eval` on it: OOD detection by energy (noise, shuffled,
      inverted, constant images, rendered letters) beside the Gaussian baseline (at the
-     training chain length: 1 has scored the longer chains);
+     training chain length: 1 has scored the longer chains); `eval_ema`: the same OOD
+     sets with the EMA weights' energy; `eval_long`: the chains at 1x, 3x and 10x the
+     training length, sampled at `LONG_RUN_MCMC_TEMP` (3x the training's `mcmc_temp`:
+     a weaker energy gradient, the same noise);
   3. `refine`: `configs/digits_refine.py` on the generator of 1 (joint mode);
      `weak` then `refine_weak`: the same on a deliberately weak generator, the
      digits default stopped at `WEAK_GEN_STEPS` (the paper refines an SN-GAN that is
@@ -39,6 +42,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPSCALE = 3  # 16 px digits drawn 48 px wide, as the README's grids (docs/images)
 EVAL_NAME = 'paper_digits'
+LONG_RUN_MCMC_TEMP = 3e-8  # eval_long's sampler temperature (configs/digits.py trains at 1e-8)
 
 WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 1,500)
 # Stage name -> (config, depends on, extra flags given the seed's folder).
@@ -48,6 +52,14 @@ STAGES = {
     'eval': ('configs/digits.py:eval', 'digits',
              lambda d: [f'--config.eval_name={EVAL_NAME}',
                         '--config.chain_length_factors=(1,)']),
+    'eval_ema': ('configs/digits.py:eval', 'digits',
+                 lambda d: [f'--config.eval_name={EVAL_NAME}_ema', '--config.use_ema=True',
+                            '--config.num_eval_samples=0']),
+    # Long chains at a higher temperature; no OOD (the energy does not depend on it).
+    'eval_long': ('configs/digits.py:eval', 'digits',
+                  lambda d: [f'--config.eval_name={EVAL_NAME}_long',
+                             f'--config.mcmc_temp={LONG_RUN_MCMC_TEMP}',
+                             '--config.ood_datasets=']),
     'refine': ('configs/digits_refine.py', 'digits',
                lambda d: [f'--config.gen_weights={os.path.join(d, "digits")}']),
     # A weak generator: the default's run stopped early (its final metrics at 1x only).
@@ -69,6 +81,9 @@ SMOKE = {
     'digits': SMOKE_TRAIN + ['--config.chain_length_factors=(1,3)'],
     'eval': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
              '--config.num_ood_samples=40'],
+    'eval_ema': ['--config.num_ood_samples=40'],
+    'eval_long': ['--config.mcmc_steps=2', '--config.num_eval_samples=128',
+                  '--config.chain_length_factors=(1,3)'],
     'refine': SMOKE_TRAIN,
     'weak': SMOKE_TRAIN,  # its chain_length_factors=(1,) comes from STAGES (a tuple flag
                           # given twice would be read as (1, 1))
@@ -80,18 +95,22 @@ SMOKE = {
 }
 
 
+EVAL_STAGES = {'eval': EVAL_NAME, 'eval_ema': f'{EVAL_NAME}_ema',
+               'eval_long': f'{EVAL_NAME}_long'}  # stage -> its folder under eval/
+
+
 def workdir(root: str, seed: int, stage: str) -> str:
-  """The folder of a stage: `ROOT/seed<S>/<stage>`; the evaluation
-  writes into the digits run's `eval/paper_digits/`."""
-  name = 'digits' if stage == 'eval' else stage
+  """The folder of a stage: `ROOT/seed<S>/<stage>`; the evaluations
+  write into the digits run's `eval/paper_digits*/`."""
+  name = 'digits' if stage in EVAL_STAGES else stage
   return os.path.join(root, f'seed{seed}', name)
 
 
 def result_file(root: str, seed: int, stage: str) -> str:
   """The file whose presence says a stage is done."""
   d = workdir(root, seed, stage)
-  if stage == 'eval':
-    return os.path.join(d, 'eval', EVAL_NAME, 'results.json')
+  if stage in EVAL_STAGES:
+    return os.path.join(d, 'eval', EVAL_STAGES[stage], 'results.json')
   if stage == 'ae':
     return os.path.join(d, 'samples', 'final.npz')
   return os.path.join(d, 'final_metrics.json')
@@ -168,11 +187,18 @@ def seed_figures(root: str, seed: int) -> Dict[str, float]:
     m = _load(result_file(root, seed, stage))
     out[f'{stage}_gen'], out[f'{stage}_hat'] = m['digits_fd_gen'], m['digits_fd_hat']
     out[f'{stage}_change'] = m['digits_fd_hat'] / m['digits_fd_gen'] - 1.0
-  ev_path = result_file(root, seed, 'eval')
-  ev = _load(ev_path) if os.path.exists(ev_path) else {}
-  for name, row in ev.get('ood', {}).get('table', {}).items():
-    out[f'ood_{name}'] = row['auroc']
-    out[f'ood_{name}_baseline'] = row['auroc_baseline']
+  for stage, prefix in (('eval', 'ood'), ('eval_ema', 'ood_ema')):
+    ev_path = result_file(root, seed, stage)
+    ev = _load(ev_path) if os.path.exists(ev_path) else {}
+    for name, row in ev.get('ood', {}).get('table', {}).items():
+      out[f'{prefix}_{name}'] = row['auroc']
+      out[f'ood_{name}_baseline'] = row['auroc_baseline']  # the same in both
+  long_path = result_file(root, seed, 'eval_long')
+  if os.path.exists(long_path):
+    m = _load(long_path)['metrics']
+    out.update({f'long_{k}': v for k, v in m.items() if k.startswith('digits_fd_hat')})
+    if 'digits_fd_hat_3x' in m:
+      out['long_hat_3x_over_1x'] = m['digits_fd_hat_3x'] / m['digits_fd_hat']
   timings_path = os.path.join(root, 'timings.json')
   if os.path.exists(timings_path):
     t = _load(timings_path).get(f'digits_seed{seed}')
@@ -181,6 +207,7 @@ def seed_figures(root: str, seed: int) -> Dict[str, float]:
   return out
 
 
+_LONG_TEMP = f'{LONG_RUN_MCMC_TEMP:g}'.replace('e-0', 'e-')  # '3e-8'
 # (row key, label, worst is the max (True) or the min (False), format)
 ROWS = [
     ('digits_fd_floor', 'digits_fd, held-out real digits (floor)', True, '.2f'),
@@ -196,6 +223,14 @@ ROWS = [
     ('hat_3x_over_1x', '3x / 1x (bar: <= 1.25)', True, '.2f'),
     ('digits_fd_hat_ema_3x', 'digits_fd, EMA, 3x', True, '.2f'),
     ('digits_fd_hat_ema_10x', 'digits_fd, EMA, 10x', True, '.2f'),
+    ('long_digits_fd_hat', f'digits_fd, G(z) + y at mcmc_temp {_LONG_TEMP} '
+     '(evaluation only), 1x', True, '.2f'),
+    ('long_digits_fd_hat_3x', f'digits_fd at mcmc_temp {_LONG_TEMP}, 3x', True,
+     '.2f'),
+    ('long_digits_fd_hat_10x', f'digits_fd at mcmc_temp {_LONG_TEMP}, 10x', True,
+     '.2f'),
+    ('long_hat_3x_over_1x', f'3x / 1x at mcmc_temp {_LONG_TEMP} (bar: <= 1.25)',
+     True, '.2f'),
     ('digits_minutes', 'digits run, wall minutes (this machine, --jobs at once)', True, '.1f'),
     ('refine_gen', 'refinement: digits_fd of G(z), the pretrained generator', True, '.2f'),
     ('refine_hat', 'refinement: digits_fd of the refined samples', True, '.2f'),
@@ -213,6 +248,8 @@ ROWS = [
 OOD_SETS = ('noise', 'shuffled', 'inverted', 'constant', 'letters')
 for _name in OOD_SETS:
   ROWS += [(f'ood_{_name}', f'OOD AUROC by energy: {_name}', False, '.3f'),
+           (f'ood_ema_{_name}', f'OOD AUROC by energy, EMA weights: {_name}', False,
+            '.3f'),
            (f'ood_{_name}_baseline', f'OOD AUROC, Gaussian-NLL baseline: {_name}', False,
             '.3f')]
 
@@ -246,7 +283,8 @@ def upscaled_grid(images: np.ndarray, n: int = 64, scale: int = UPSCALE) -> np.n
 
 def write_grids(root: str, seed: int) -> List[str]:
   """`ROOT/grids/<name>.png` for the first seed: of the stages that are done, the
-  default's samples (1x, 10x, G(z)), both refinements (G(z) against refined, same
+  default's samples (1x, 10x, G(z)), its chains at `LONG_RUN_MCMC_TEMP` (`long_hat_3x`,
+  `long_hat_10x`), both refinements (G(z) against refined, same
   latents), retrofit (decoder on prior latents against retrofit); and the rendered
   letters. Returns the file names."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -261,6 +299,11 @@ def write_grids(root: str, seed: int) -> List[str]:
       picks.update({f'{stage}_gen': f['gen'], f'{stage}_hat': f['hat']})
       if stage == 'digits' and 'hat_10x' in f.files:
         picks['digits_hat_10x'] = f['hat_10x']
+  long_path = os.path.join(os.path.dirname(result_file(root, seed, 'eval_long')),
+                           'samples.npz')
+  if os.path.exists(long_path):
+    with np.load(long_path) as f:
+      picks.update({f'long_{k}': f[k] for k in ('hat_3x', 'hat_10x') if k in f.files})
   from hat_ebm_jax.datasets import digits, glyphs  # pylint: disable=g-import-not-at-top
   picks['ood_letters'] = digits.to_model_images(glyphs.render(64, np.random.default_rng(0)),
                                                 16)

@@ -16,6 +16,7 @@ data), and, for digits only, `letters` (letters and symbols drawn like the digit
 """
 
 import json
+import zlib
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -77,27 +78,31 @@ def shuffle_pixels(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def ood_sets(config, x_in: np.ndarray) -> Dict[str, np.ndarray]:
   """The OOD sets of `config.ood_datasets`, each `[<= num_ood_samples, S, S, nch]`.
 
-  `noise`: uniform in `[-1, 1]`; `shuffled`: `x_in` with each image's pixels permuted;
-  `inverted`: `-x_in`; `constant`: one uniform grey level an image; `letters`: glyphs
-  drawn like the digits (`datasets.glyphs.render`) through the digits' preprocessing; a
-  dataset name: the first images of its `ood_split` through the
-  same preprocessing. Randomness from `default_rng([eval_seed, index of the set])`.
+  Derived from the in-distribution `x_in` (as many images): `shuffled`, `x_in` with each
+  image's pixels permuted; `inverted`, `-x_in`. Drawn, `num_ood_samples` images (more
+  than `x_in` where its split is smaller, as the digits' 300 test images): `noise`,
+  uniform in `[-1, 1]`; `constant`, one uniform grey level an image; `letters`, glyphs
+  drawn like the digits (`datasets.glyphs.render`) through the digits' preprocessing. A
+  dataset name: the first images of its `ood_split` through the same preprocessing.
+  A set's randomness is `default_rng([eval_seed, crc32(its name)])`: the same set
+  whatever else is listed.
   """
   out = {}
-  for i, name in enumerate(ood_names(config)):
-    rng = np.random.default_rng([int(config.eval_seed), i])
+  n = int(config.num_ood_samples)
+  for name in ood_names(config):
+    rng = np.random.default_rng([int(config.eval_seed), zlib.crc32(name.encode())])
     if name == 'noise':
-      out[name] = rng.uniform(-1.0, 1.0, x_in.shape).astype(np.float32)
+      out[name] = rng.uniform(-1.0, 1.0, (n,) + x_in.shape[1:]).astype(np.float32)
     elif name == 'shuffled':
       out[name] = shuffle_pixels(x_in, rng)
     elif name == 'inverted':
       out[name] = -x_in
     elif name == 'constant':
-      levels = rng.uniform(-1.0, 1.0, (len(x_in), 1, 1, 1))
-      out[name] = np.broadcast_to(levels, x_in.shape).astype(np.float32)
+      levels = rng.uniform(-1.0, 1.0, (n, 1, 1, 1))
+      out[name] = np.broadcast_to(levels, (n,) + x_in.shape[1:]).astype(np.float32)
     elif name == 'letters':
       from hat_ebm_jax.datasets import digits, glyphs  # pylint: disable=g-import-not-at-top
-      out[name] = digits.to_model_images(glyphs.render(len(x_in), rng), x_in.shape[1])
+      out[name] = digits.to_model_images(glyphs.render(n, rng), x_in.shape[1])
     else:
       other = config.copy_and_resolve_references()
       with other.unlocked():

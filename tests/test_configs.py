@@ -95,7 +95,7 @@ EXPECTED_EVAL = {
     'digits': dict(mode='evaluate', eval_model_mode='synthesis', mcmc_steps=20,
                    num_eval_samples=1024, eval_batch_size=128,
                    ood_datasets='noise,shuffled,inverted,constant,letters', ood_split='test',
-                   num_ood_samples=300, clip_langevin_grad_res=True),
+                   num_ood_samples=1000, clip_langevin_grad_res=True),
 }
 
 

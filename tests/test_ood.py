@@ -43,6 +43,20 @@ def test_every_derived_set_has_the_in_distribution_shape_and_is_reproducible():
   assert not np.array_equal(sets['letters'], other['letters'])
 
 
+def test_a_set_is_the_same_whatever_else_is_listed_and_drawn_sets_may_outnumber_the_split():
+  """The digits' test split has 300 images; the drawn sets have `num_ood_samples`, so
+  that an AUROC against the letters does not hang on one draw of 300 glyphs."""
+  c = digits_eval(ood_datasets='noise,shuffled,inverted,constant,letters',
+                  num_ood_samples=400)
+  x_in = input_pipeline.load_array(c, 'test', 400)
+  assert len(x_in) == digits.NUM_TEST
+  sets = ood.ood_sets(c, x_in)
+  assert {k: len(v) for k, v in sets.items()} == dict(
+      noise=400, shuffled=300, inverted=300, constant=400, letters=400)
+  alone = ood.ood_sets(with_overrides(c, ood_datasets='letters'), x_in)
+  assert np.array_equal(alone['letters'], sets['letters'])
+
+
 def test_letters_are_an_ood_set_of_the_digits_only_and_unknown_sets_are_named():
   with pytest.raises(ValueError, match="'letters' .* digits only"):
     ood.check_config(with_overrides(load('cifar10_synth', 'eval'), ood_datasets='letters'))

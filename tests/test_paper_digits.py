@@ -32,13 +32,15 @@ def test_the_suite_runs_every_stage_resumes_and_writes_the_table(tmp_path):
   md = (root / 'paper_digits.md').read_text()
   for label in ('G(z) + y / floor', 'EMA weights', 'chains 3x as long', 'refinement: change',
                 'refinement of the weak generator: change', 'retrofit: change',
-                'OOD AUROC by energy: letters', 'Gaussian-NLL baseline'):
+                'OOD AUROC by energy: letters', 'OOD AUROC by energy, EMA weights: letters',
+                'Gaussian-NLL baseline', '3x / 1x at mcmc_temp'):
     assert label in md, label
   figures = json.loads((root / 'paper_digits.json').read_text())['0']
-  for key in ('refine_change', 'refine_weak_change', 'ood_letters'):
+  for key in ('refine_change', 'refine_weak_change', 'ood_letters', 'ood_ema_letters',
+              'long_hat_3x_over_1x'):
     assert np.isfinite(figures[key]), key
   for grid in ('digits_hat', 'refine_gen', 'refine_hat', 'refine_weak_gen', 'refine_weak_hat',
-               'retrofit_gen', 'retrofit_hat', 'ood_letters'):
+               'retrofit_gen', 'retrofit_hat', 'ood_letters', 'long_hat_3x'):
     assert (root / 'grids' / f'{grid}.png').stat().st_size > 0, grid
   # Everything done: a second call runs nothing and gives the same table.
   again = run_suite(root, '--seeds=0', '--smoke')
@@ -90,3 +92,26 @@ def test_the_report_of_some_stages_has_their_rows_only(tmp_path):
   assert 'refinement' not in md and 'retrofit' not in md and 'OOD' not in md
   assert sorted(os.listdir(os.path.join(root, 'grids'))) == [
       'digits_gen.png', 'digits_hat.png', 'ood_letters.png']
+
+
+def test_the_ema_and_long_chain_evaluations_have_rows_of_their_own(tmp_path):
+  """`eval_ema` scores OOD with the EMA weights' energy, `eval_long` the chains at
+  `LONG_RUN_MCMC_TEMP`; each reads its own folder of the digits run's `eval/`."""
+  root = str(tmp_path)
+  results = {
+      'eval': {'ood': {'table': {'letters': dict(auroc=0.90, auroc_baseline=0.97)}}},
+      'eval_ema': {'ood': {'table': {'letters': dict(auroc=0.95, auroc_baseline=0.97)}}},
+      'eval_long': {'metrics': {'digits_fd_hat': 8.0, 'digits_fd_hat_3x': 6.0,
+                                'digits_fd_hat_10x': 12.0, 'digits_fd_gen': 13.0}}}
+  for stage, r in results.items():
+    path = paper_digits.result_file(root, 0, stage)
+    assert path.startswith(os.path.join(root, 'seed0', 'digits', 'eval'))
+    os.makedirs(os.path.dirname(path))
+    with open(path, 'w') as f:
+      json.dump(r, f)
+  figures = paper_digits.seed_figures(root, 0)
+  assert figures['ood_letters'] == 0.90 and figures['ood_ema_letters'] == 0.95
+  assert figures['long_digits_fd_hat_10x'] == 12.0 and figures['long_hat_3x_over_1x'] == 0.75
+  md = paper_digits.table({0: figures})
+  assert '| OOD AUROC by energy, EMA weights: letters | 0.950 ± 0.000 | 0.950 | 0.950 |' in md
+  assert '| 3x / 1x at mcmc_temp 3e-8 (bar: <= 1.25) | 0.75 ± 0.00 | 0.75 | 0.75 |' in md
