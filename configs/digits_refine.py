@@ -50,4 +50,4 @@ def get_config(arg: str = ''):
   return config_lib.train_or_eval(
       c, arg, num_eval_samples=1024, eval_batch_size=128,
       ood_datasets='noise,shuffled,inverted,constant,letters', ood_split='test',
-      num_ood_samples=300)
+      num_ood_samples=1000)  # the 300 test digits; 1,000 of each drawn set
