@@ -45,19 +45,21 @@ EVAL_NAME = 'paper_digits'
 LONG_RUN_MCMC_TEMP = 3e-8  # eval_long's sampler temperature (configs/digits.py trains at 1e-8)
 
 WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 1,500)
+EVAL_STAGES = {'eval': EVAL_NAME, 'eval_ema': f'{EVAL_NAME}_ema',
+               'eval_long': f'{EVAL_NAME}_long'}  # stage -> its folder under eval/
 # Stage name -> (config, depends on, extra flags given the seed's folder).
 STAGES = {
     'digits': ('configs/digits.py', None, lambda d: []),
     # OOD: the longer chains are scored by stage 1's final metrics already.
     'eval': ('configs/digits.py:eval', 'digits',
-             lambda d: [f'--config.eval_name={EVAL_NAME}',
+             lambda d: [f'--config.eval_name={EVAL_STAGES["eval"]}',
                         '--config.chain_length_factors=(1,)']),
     'eval_ema': ('configs/digits.py:eval', 'digits',
-                 lambda d: [f'--config.eval_name={EVAL_NAME}_ema', '--config.use_ema=True',
-                            '--config.num_eval_samples=0']),
+                 lambda d: [f'--config.eval_name={EVAL_STAGES["eval_ema"]}',
+                            '--config.use_ema=True', '--config.num_eval_samples=0']),
     # Long chains at a higher temperature; no OOD (the energy does not depend on it).
     'eval_long': ('configs/digits.py:eval', 'digits',
-                  lambda d: [f'--config.eval_name={EVAL_NAME}_long',
+                  lambda d: [f'--config.eval_name={EVAL_STAGES["eval_long"]}',
                              f'--config.mcmc_temp={LONG_RUN_MCMC_TEMP}',
                              '--config.ood_datasets=']),
     'refine': ('configs/digits_refine.py', 'digits',
@@ -93,10 +95,6 @@ SMOKE = {
            '--config.checkpoint_freq=2'],
     'retrofit': SMOKE_TRAIN,
 }
-
-
-EVAL_STAGES = {'eval': EVAL_NAME, 'eval_ema': f'{EVAL_NAME}_ema',
-               'eval_long': f'{EVAL_NAME}_long'}  # stage -> its folder under eval/
 
 
 def workdir(root: str, seed: int, stage: str) -> str:
