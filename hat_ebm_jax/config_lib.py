@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ebm_opt_decay = 0.9999
   c.gen_opt_decay = 0.9999
   c.ema_warmup = True  # new: EMA decay min(*_opt_decay, (1+t)/(10+t)) (optim.ema_decay)
+  c.energy_l2 = 0.0  # new: IGEBM's energy penalty on U = H / mcmc_temp (losses.energy_l2_penalty)
   c.clip_ebm_grad = False
   c.max_grad_norm = 50.0
   c.use_ema = False  # new: sample and evaluate with the EMA weights
@@ -189,8 +190,9 @@ def validate(config) -> None:
     if config[key] not in models.NAMES:
       raise ValueError(f'config.{key}={config[key]!r} is not a known net; known: '
                        f'{", ".join(models.NAMES)}.')
-  if config.data_epsilon < 0:
-    raise ValueError(f'config.data_epsilon must be >= 0; got {config.data_epsilon}.')
+  for key in ('data_epsilon', 'energy_l2'):
+    if config[key] < 0:
+      raise ValueError(f'config.{key} must be >= 0; got {config[key]}.')
   if config.mode in ('synthesis', 'joint', 'evaluate'):
     langevin.Settings.from_config(config)
     for key in ('ebm_lr_info', 'gen_lr_info'):

@@ -10,6 +10,18 @@ def ebm_loss(energy_data: jax.Array, energy_samples: jax.Array,
   return (jnp.mean(energy_data) - jnp.mean(energy_samples)) / mcmc_temp
 
 
+def energy_l2_penalty(energy_data: jax.Array, energy_samples: jax.Array,
+                      mcmc_temp: float, energy_l2: float) -> jax.Array:
+  """The energy-magnitude penalty of IGEBM (Du & Mordatch 2019), centred:
+  `energy_l2 * mean((U - mean U)^2)` over the tempered energies `U = H / T` of the data and
+  the samples together. IGEBM penalises `mean U^2` itself; here the energy's constant is
+  free (an initial SN-GAN EBM sits near `H = -0.3`, `U = -3e7` at `T = 1e-8`), so the
+  penalty acts on the spread alone: the data-sample gap and each group's variance.
+  Energies `[B]` or `[B, 1]` -> scalar."""
+  h = jnp.concatenate([jnp.ravel(energy_data), jnp.ravel(energy_samples)])
+  return energy_l2 * jnp.mean(jnp.square((h - jnp.mean(h)) / mcmc_temp))
+
+
 def gen_coop_loss(gen_images: jax.Array, targets: jax.Array,
                   gen_loss_factor_coop: float) -> jax.Array:
   """Cooperative generator loss `factor * mean((G(z_bank) - x_bank)^2)`. -> scalar."""

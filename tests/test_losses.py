@@ -49,3 +49,25 @@ def test_reconstruction_losses_vanish_at_the_target(loss):
   rng = np.random.default_rng(3)
   x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
   assert float(loss(x, x, 1000.0)) == 0.0
+
+
+def test_energy_l2_penalty_is_alpha_times_the_variance_of_the_tempered_energies():
+  """energy_l2 * mean((U - mean U)^2), U = H / T over data and samples together, for
+  energies [B] or [B, 1]; a constant added to every energy changes nothing."""
+  rng = np.random.default_rng(4)
+  e_data = rng.standard_normal((5, 1)).astype(np.float32) * 1e-3
+  e_samples = rng.standard_normal(5).astype(np.float32) * 1e-3
+  got = losses.energy_l2_penalty(e_data, e_samples, 1e-3, 0.5)
+  u = np.concatenate([e_data.ravel(), e_samples]) / 1e-3
+  np.testing.assert_allclose(got, 0.5 * np.var(u), rtol=1e-5)
+  shifted = losses.energy_l2_penalty(e_data - 0.3, e_samples - 0.3, 1e-3, 0.5)
+  np.testing.assert_allclose(shifted, got, rtol=1e-3)
+
+
+def test_energy_l2_penalty_gradient_closes_the_data_sample_gap():
+  """Data energies below the samples' get pushed up, samples' down: the gap the
+  contrastive loss widens, the penalty narrows (d / d H_i = 2 a (H_i - mean H) / (N T^2))."""
+  g_data, g_samples = jax.grad(losses.energy_l2_penalty, argnums=(0, 1))(
+      jnp.array([-1.0, -1.0]), jnp.array([1.0, 1.0]), 0.5, 0.1)
+  np.testing.assert_allclose(g_data, np.full(2, -2 * 0.1 / (4 * 0.25)), rtol=1e-6)
+  np.testing.assert_allclose(g_samples, np.full(2, 2 * 0.1 / (4 * 0.25)), rtol=1e-6)

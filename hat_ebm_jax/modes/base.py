@@ -238,7 +238,9 @@ class HatEBMMode(Mode):
                k_run, self.sampler if sampler is None else sampler, backend=self.platform)
 
   def ebm_update(self, state: TrainState, data, samples, key):
-    """EBM step: `loss = (mean H(data + data_epsilon N) - mean H(samples)) / T`."""
+    """EBM step: `loss = (mean H(data + data_epsilon N) - mean H(samples)) / T`, plus
+    `losses.energy_l2_penalty` when `energy_l2 > 0` (metric `ebm_loss` is the first term
+    alone, `energy_l2_penalty` the second)."""
     c = self.config
     x_data = data + c.data_epsilon * jax.random.normal(key, data.shape, data.dtype)
     bs = state.batch_stats.get('ebm', {})
@@ -248,15 +250,21 @@ class HatEBMMode(Mode):
       e_data = self.ebm.apply(v, x_data)
       e_samples = self.ebm.apply(v, samples)
       loss = losses.ebm_loss(e_data, e_samples, c.mcmc_temp)
-      return loss, (jnp.mean(e_data), jnp.mean(e_samples))
+      terms = {}
+      if c.energy_l2:  # traced only when on: the default's program is unchanged
+        terms['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
+                                                              c.mcmc_temp, c.energy_l2)
+      total = loss + sum(terms.values()) if terms else loss
+      return total, (loss, terms, jnp.mean(e_data), jnp.mean(e_samples))
 
-    (loss, (e_data, e_samples)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params['ebm'])
+    (_, (loss, terms, e_data, e_samples)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params['ebm'])
     params, opt_state, ema = apply_update(self.ebm_tx, grads, state.opt_state['ebm'],
                                           state.params['ebm'], state.ema['ebm'],
                                           c.ebm_opt_decay, state.step, c.ema_warmup)
     metrics = dict(ebm_loss=loss, energy_data=e_data, energy_samples=e_samples,
-                   ebm_grad_norm=global_norm(grads), lr_ebm=self.ebm_lr(state.step))
+                   ebm_grad_norm=global_norm(grads), lr_ebm=self.ebm_lr(state.step),
+                   **terms)
     return params, opt_state, ema, metrics
 
   def langevin_metrics(self, r: langevin.LangevinResult) -> Metrics:
