@@ -10,8 +10,9 @@ import pytest
 from hat_ebm_jax import config_lib
 from tests.conftest import CONFIGS, load
 
-COMMON = dict(data_epsilon=1e-3, init_scale_latent=1.0, init_scale_res=0.0,
-              max_grad_norm=50.0, ebm_opt_decay=0.9999, gen_opt_decay=0.9999,
+COMMON = dict(data_epsilon=1e-3, energy_l2=0.0, init_scale_latent=1.0,
+              init_scale_res=0.0, max_grad_norm=50.0, ebm_opt_decay=0.9999,
+              gen_opt_decay=0.9999,
               log_freq=50, plot_freq=500, checkpoint_freq=1000, batch_size=128,
               persistent_size=10000, gen_loss_factor_coop=1000.0)
 
