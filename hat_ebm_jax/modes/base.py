@@ -249,22 +249,22 @@ class HatEBMMode(Mode):
       v = {'params': params, **({'batch_stats': bs} if bs else {})}
       e_data = self.ebm.apply(v, x_data)
       e_samples = self.ebm.apply(v, samples)
-      loss = losses.ebm_loss(e_data, e_samples, c.mcmc_temp)
-      terms = {}
+      loss = total = losses.ebm_loss(e_data, e_samples, c.mcmc_temp)
+      penalty = {}
       if c.energy_l2:  # traced only when on: the default's program is unchanged
-        terms['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
-                                                              c.mcmc_temp, c.energy_l2)
-      total = loss + sum(terms.values()) if terms else loss
-      return total, (loss, terms, jnp.mean(e_data), jnp.mean(e_samples))
+        penalty['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
+                                                                c.mcmc_temp, c.energy_l2)
+        total = loss + penalty['energy_l2_penalty']
+      return total, (loss, penalty, jnp.mean(e_data), jnp.mean(e_samples))
 
-    (_, (loss, terms, e_data, e_samples)), grads = jax.value_and_grad(
+    (_, (loss, penalty, e_data, e_samples)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params['ebm'])
     params, opt_state, ema = apply_update(self.ebm_tx, grads, state.opt_state['ebm'],
                                           state.params['ebm'], state.ema['ebm'],
                                           c.ebm_opt_decay, state.step, c.ema_warmup)
     metrics = dict(ebm_loss=loss, energy_data=e_data, energy_samples=e_samples,
                    ebm_grad_norm=global_norm(grads), lr_ebm=self.ebm_lr(state.step),
-                   **terms)
+                   **penalty)
     return params, opt_state, ema, metrics
 
   def langevin_metrics(self, r: langevin.LangevinResult) -> Metrics:
