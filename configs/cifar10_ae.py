@@ -12,8 +12,8 @@ def get_config():
   c.image_size = 32
   c.inf_type, c.inf_ngf = 'inf_encoder32', 256
   c.gen_type, c.gen_ngf, c.gen_factor = 'gen_decoder32', 256, 2.0
-  c.gen_lr_info = [[1e-4, 0]]
-  c.inf_lr_info = [[1e-4, 0]]
+  c.gen_lr_info = ((1e-4, 0),)
+  c.inf_lr_info = ((1e-4, 0),)
   c.loss_factor = 1000.0
   c.data_epsilon = 0.02
   c.num_epochs = 100

@@ -39,8 +39,8 @@ def get_config(arg: str = ''):
   c.z_sz = 32
   # Constant: a step decay (x0.1 at 77%, x0.01 at 87%, the shape of the authors' ImageNet
   # schedule) made digits_fd_hat worse on every seed 0-4 (README, "Results").
-  c.ebm_lr_info = [[1e-4, 0]]
-  c.gen_lr_info = [[1e-4, 0]]
+  c.ebm_lr_info = ((1e-4, 0),)
+  c.gen_lr_info = ((1e-4, 0),)
   # data_epsilon stays the base's 1e-3: 0.03 moved the seeds 0-4 by -21% to +9% and left
   # fewer of them within 1.5x the floor, though it helped OOD (README, "Results").
   c.mcmc_steps = 20

@@ -20,8 +20,8 @@ def get_config(arg: str = '', ngf: int = 1024):
   c.num_training_steps = 300000
   c.ebm_type, c.ebm_ngf = 'ebm_sngan128', ngf
   c.gen_type, c.gen_ngf, c.gen_factor = 'gen_sngan128', ngf, 2.0
-  c.ebm_lr_info = [[1e-4, 0], [1e-5, 230000], [1e-6, 260000]]
-  c.gen_lr_info = [[5e-5, 0], [1e-5, 230000], [1e-6, 260000]]
+  c.ebm_lr_info = ((1e-4, 0), (1e-5, 230000), (1e-6, 260000))
+  c.gen_lr_info = ((5e-5, 0), (1e-5, 230000), (1e-6, 260000))
   c.clip_ebm_grad = True
   c.max_grad_norm = 50.0
   c.mcmc_steps = 50

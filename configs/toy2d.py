@@ -66,8 +66,8 @@ def get_config(arg: str = ''):
   c.gen_type, c.gen_ngf = 'gen_toy', 64
   c.z_sz = 2
   c.gen_factor = 1.0
-  c.ebm_lr_info = [[1e-3, 0]]
-  c.gen_lr_info = [[1e-3, 0]]
+  c.ebm_lr_info = ((1e-3, 0),)
+  c.gen_lr_info = ((1e-3, 0),)
   c.ebm_opt_decay = c.gen_opt_decay = 0.999
   c.data_epsilon = 1e-2
   # Langevin (docs/algorithm.md §3) at toy scale, see the module docstring.

@@ -59,9 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_scale_latent = 1.0
   c.init_scale_res = 0.0
   # --- optimisation (docs/algorithm.md §5)
-  c.ebm_lr_info = [[1e-4, 0]]
-  c.gen_lr_info = [[1e-4, 0]]
-  c.inf_lr_info = [[1e-4, 0]]  # new: encoder learning rate (autoencoder)
+  c.ebm_lr_info = ((1e-4, 0),)
+  c.gen_lr_info = ((1e-4, 0),)
+  c.inf_lr_info = ((1e-4, 0),)  # new: encoder learning rate (autoencoder)
   c.ebm_opt_decay = 0.9999
   c.gen_opt_decay = 0.9999
   c.ema_warmup = True  # new: EMA decay min(*_opt_decay, (1+t)/(10+t)) (optim.ema_decay)

@@ -2,9 +2,12 @@
 `:eval`, those of docs/algorithm.md §9); bad configs fail early; each experiment is one
 file (`:eval` selects its evaluation)."""
 
+import json
 import os
 import warnings
 
+from absl import flags
+from ml_collections import config_flags
 import pytest
 
 from hat_ebm_jax import config_lib
@@ -67,8 +70,23 @@ EXPECTED = {
 def test_paper_config_has_the_values_of_the_paper(name):
   c = load(name)
   for key, want in EXPECTED[name].items():
-    assert c[key] == pytest.approx(want) if isinstance(want, float) else c[key] == want, (
+    got = json.loads(json.dumps(c[key]))  # tuples as lists, as config.json holds them
+    assert got == pytest.approx(want) if isinstance(want, float) else got == want, (
         f'{name}.{key} = {c[key]!r}, expected {want!r}')
+
+
+def test_learning_rate_schedules_can_be_given_on_the_command_line(monkeypatch):
+  """`*_lr_info` are tuples, which ml_collections' override flags parse (a list is not)."""
+  argv = ['main', '--config=' + os.path.join(CONFIGS, 'digits.py'),
+          '--config.ebm_lr_info=((2e-4, 0), (2e-5, 1000))', '--config.gen_lr_info=((3e-4, 0),)']
+  monkeypatch.setattr('sys.argv', argv)  # where ml_collections finds the overrides
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=fv)
+  fv(argv)
+  c = fv.config
+  assert json.loads(json.dumps(c.ebm_lr_info)) == [[2e-4, 0], [2e-5, 1000]]
+  assert json.loads(json.dumps(c.gen_lr_info)) == [[3e-4, 0]]
+  config_lib.validate(c)
 
 
 # docs/algorithm.md §9: the evaluation sampler of each experiment (`configs/<name>.py:eval`).

@@ -76,6 +76,8 @@ COVERAGE = {
     'pip install -e .': ".ci/run: python -m pip install -q -e '.[test,tpu]'",  # and extras
     'python -m hat_ebm_jax.main --config=configs/digits.py --workdir=runs/digits':
         HERE + 'test_digits_quickstart_writes_what_the_docs_list',
+    'python -m hat_ebm_jax.main --config=configs/digits.py --workdir=runs/digits_decay':
+        'tests/test_configs.py::test_learning_rate_schedules_can_be_given_on_the_command_line',
     "pip install -e '.[test,tpu]'": ".ci/run: python -m pip install -q -e '.[test,tpu]'",
     'python -m pytest -q': CI_QUICK,
     'python -m pytest -q -m slow': CI_SLOW,
