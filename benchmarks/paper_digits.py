@@ -44,7 +44,7 @@ UPSCALE = 3  # 16 px digits drawn 48 px wide, as the README's grids (docs/images
 EVAL_NAME = 'paper_digits'
 LONG_RUN_MCMC_TEMP = 3e-8  # eval_long's sampler temperature (configs/digits.py trains at 1e-8)
 
-WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 1,500)
+WEAK_GEN_STEPS = 300  # the weak generator's training steps (the default trains 2,250)
 EVAL_STAGES = {'eval': EVAL_NAME, 'eval_ema': f'{EVAL_NAME}_ema',
                'eval_long': f'{EVAL_NAME}_long'}  # stage -> its folder under eval/
 # Stage name -> (config, depends on, extra flags given the seed's folder).

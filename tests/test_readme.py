@@ -768,9 +768,9 @@ def digits_run(digits_in_background):
 def test_digits_quickstart_writes_what_the_docs_list(digits_run):
   """Summaries, checkpoints, `samples/{hat,gen,data}_*.png`, `samples/final.npz` (float32
   `hat` and `gen`) and `final_metrics.json` with `digits_fd` of the floor, `G(z)` and
-  `G(z) + y`; the config as written is 1,500 synthesis steps at 16x16."""
+  `G(z) + y`; the config as written is 2,250 synthesis steps at 16x16."""
   full = load('digits')
-  assert (full.mode, full.num_training_steps, full.image_size) == ('synthesis', 1500, 16)
+  assert (full.mode, full.num_training_steps, full.image_size) == ('synthesis', 2250, 16)
   assert any(p.name.startswith('events.out.tfevents') for p in digits_run.iterdir())
   assert (digits_run / 'checkpoints' / '2').is_dir()
   samples = digits_run / 'samples'
