@@ -1,6 +1,6 @@
 """The offline default: a synthesis Hat EBM on scikit-learn's handwritten digits (shipped
 with the package, no download), 16 px grey images, narrow versions of the paper's 32 px
-nets (the generator starts at 2x2 instead of 4x4). Trains in about 9 minutes on 2 CPU
+nets (the generator starts at 2x2 instead of 4x4). Trains in about 13 minutes on 2 CPU
 cores and reports `digits_fd` for held-out digits (the floor), `G(z)` and `G(z) + y`.
 
 `configs/digits.py:eval` evaluates the run offline (no download, a few minutes on a CPU):
