@@ -745,7 +745,7 @@ def digits_in_background(request, tmp_path_factory):
     return
   root = tmp_path_factory.mktemp('runs')
   workdir, log = root / 'digits', root / 'digits.log'
-  argv = doc_argv('python -m hat_ebm_jax.main --config=configs/digits.py')
+  argv = doc_argv('python -m hat_ebm_jax.main --config=configs/digits.py --workdir=runs/digits')
   with open(log, 'w') as out:
     proc = subprocess.Popen(python(with_flags(argv, workdir=workdir), **DIGITS_TRAIN),
                             cwd=REPO, env=env(), stdout=out, stderr=subprocess.STDOUT)
