@@ -3,7 +3,7 @@
 - `keras_adam`: Adam in the Keras form (eps added to `sqrt(v)` *before* bias correction of
   the step), which `optax.adam(eps=1e-7)` is not.
 - `clip_by_norm_per_tensor`: TF `clip_by_norm` on each gradient tensor separately.
-- `step_schedule`: `lr_info = [[lr, first_step], ...]` as an optax schedule.
+- `step_schedule`: `lr_info = ((lr, first_step), ...)` as an optax schedule.
 - `ema_decay`, `ema_update`: the weight moving average (`*_opt_decay`, with a warm-up).
 """
 
@@ -65,9 +65,9 @@ def clip_by_norm_per_tensor(max_norm: float) -> optax.GradientTransformation:
 
 
 def check_lr_info(lr_info: Sequence[Sequence[float]], name: str = 'lr_info') -> None:
-  """Raises ValueError unless `lr_info` is `[[lr, 0], [lr, step], ...]`, steps rising."""
+  """Raises ValueError unless `lr_info` is `((lr, 0), (lr, step), ...)`, steps rising."""
   if not lr_info:
-    raise ValueError(f'{name} is empty; give [[lr, 0], ...].')
+    raise ValueError(f'{name} is empty; give ((lr, 0), ...).')
   steps = []
   for entry in lr_info:
     if len(entry) != 2 or not float(entry[0]) > 0:
@@ -75,13 +75,13 @@ def check_lr_info(lr_info: Sequence[Sequence[float]], name: str = 'lr_info') -> 
     steps.append(int(entry[1]))
   if steps[0] != 0:
     raise ValueError(f'{name} must start at step 0 (its first entry is '
-                     f'{list(lr_info[0])!r}); e.g. [[1e-4, 0], [1e-5, 230000]].')
+                     f'{list(lr_info[0])!r}); e.g. ((1e-4, 0), (1e-5, 230000)).')
   if any(b <= a for a, b in zip(steps, steps[1:])):
     raise ValueError(f'{name} steps must strictly increase; got {steps}.')
 
 
 def step_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
-  """`[[lr, first_step], ...]` -> schedule giving the lr of the last entry started."""
+  """`((lr, first_step), ...)` -> schedule giving the lr of the last entry started."""
   check_lr_info(lr_info)
   lrs = jnp.asarray([float(e[0]) for e in lr_info], jnp.float32)
   starts = jnp.asarray([int(e[1]) for e in lr_info], jnp.int32)

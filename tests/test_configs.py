@@ -66,11 +66,16 @@ EXPECTED = {
 }
 
 
+def plain(value):
+  """`value` as config.json holds it (tuples as lists)."""
+  return json.loads(json.dumps(value))
+
+
 @pytest.mark.parametrize('name', sorted(EXPECTED))
 def test_paper_config_has_the_values_of_the_paper(name):
   c = load(name)
   for key, want in EXPECTED[name].items():
-    got = json.loads(json.dumps(c[key]))  # tuples as lists, as config.json holds them
+    got = plain(c[key])
     assert got == pytest.approx(want) if isinstance(want, float) else got == want, (
         f'{name}.{key} = {c[key]!r}, expected {want!r}')
 
@@ -84,8 +89,8 @@ def test_learning_rate_schedules_can_be_given_on_the_command_line(monkeypatch):
   config_flags.DEFINE_config_file('config', flag_values=fv)
   fv(argv)
   c = fv.config
-  assert json.loads(json.dumps(c.ebm_lr_info)) == [[2e-4, 0], [2e-5, 1000]]
-  assert json.loads(json.dumps(c.gen_lr_info)) == [[3e-4, 0]]
+  assert plain(c.ebm_lr_info) == [[2e-4, 0], [2e-5, 1000]]
+  assert plain(c.gen_lr_info) == [[3e-4, 0]]
   config_lib.validate(c)
 
 
