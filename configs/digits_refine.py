@@ -28,8 +28,8 @@ def get_config(arg: str = ''):
   c.image_size = 16
   c.nch = 1
   c.batch_size = 64
-  # 1,200 steps with energy_l2=1e-7 refined the default's generator no better (+2%, +30%
-  # on seeds 3 and 4; docs/evaluation.md, "Refinement").
+  # 1,200 steps with energy_l2=1e-7, or batch 128 with it, refined the default's generator
+  # no better (+2% / +30%, -13% / +21% on seeds 3 / 4; docs/evaluation.md, "Refinement").
   c.num_training_steps = 400
   # The nets of configs/digits.py: the generator must be that run's.
   c.ebm_type, c.ebm_ngf = 'ebm_sngan32', 32
