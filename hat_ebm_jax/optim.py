@@ -71,11 +71,11 @@ def check_lr_info(lr_info: Sequence[Sequence[float]], name: str = 'lr_info') -> 
   steps = []
   for entry in lr_info:
     if len(entry) != 2 or not float(entry[0]) > 0:
-      raise ValueError(f'{name} entries must be [lr > 0, first_step]; got {entry!r}.')
+      raise ValueError(f'{name} entries must be (lr > 0, first_step); got {entry!r}.')
     steps.append(int(entry[1]))
   if steps[0] != 0:
     raise ValueError(f'{name} must start at step 0 (its first entry is '
-                     f'{list(lr_info[0])!r}); e.g. ((1e-4, 0), (1e-5, 230000)).')
+                     f'{tuple(lr_info[0])!r}); e.g. ((1e-4, 0), (1e-5, 230000)).')
   if any(b <= a for a, b in zip(steps, steps[1:])):
     raise ValueError(f'{name} steps must strictly increase; got {steps}.')
 
