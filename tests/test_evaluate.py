@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import checkpointing, config_lib, evaluate, fid, metrics, pretrained, train
+from benchmarks import ood_checkpoints
+from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, fid, metrics, pretrained, train
 from hat_ebm_jax.fid import inception
 from hat_ebm_jax.input_pipeline import DatasetNotFoundError
 from tests.conftest import CONFIGS, load, snapshot, tiny, with_overrides
@@ -71,6 +72,54 @@ def test_digits_model_separates_real_digits_from_noise_shuffled_and_inverted(fir
   assert auroc['shuffled'] > 0.95
   for k, v in auroc.items():
     assert results['metrics'][f'ood_auroc_{k}'] == v
+
+
+@pytest.mark.slow
+def test_ood_over_checkpoints_gives_each_step_the_evaluations_aurocs_and_their_average(
+    first_eval, run_dir, tmp_path):
+  """`python -m benchmarks.ood_checkpoints --workdir=...`: per kept checkpoint the raw and
+  EMA energies' AUROCs, the last raw row equal to the evaluation's `ood.md`, then the raw
+  weights averaged over the checkpoints; the table goes to WORKDIR/eval."""
+  results, _ = first_eval
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns('eval'))
+  ood_checkpoints.main(['--workdir', str(workdir),
+                        f'--override=eval_batch_size={EVAL["eval_batch_size"]}'])
+  table = json.loads((workdir / 'eval' / 'ood_checkpoints.json').read_text())
+  assert table['steps'] == [30, 60]
+  assert [(r['label'], r['weights']) for r in table['rows']] == [
+      ('step 30', 'raw'), ('step 30', 'ema'), ('step 60', 'raw'), ('step 60', 'ema'),
+      ('average of steps 30-60 (2)', 'raw')]
+  sets = set(results['ood']['table'])
+  assert set(table['sets']) == sets
+  assert {k: table['rows'][2][k] for k in sets} == {
+      k: v['auroc'] for k, v in results['ood']['table'].items()}
+  assert all(0.0 <= r[k] <= 1.0 for r in table['rows'] for k in sets)
+  assert '| average of steps 30-60 (2) | raw |' in (
+      workdir / 'eval' / 'ood_checkpoints.md').read_text()
+
+
+def test_the_checkpoint_average_is_the_mean_of_every_leaf():
+  states = [dict(w=np.full((2,), 1.0), b=np.float32(0.0)),
+            dict(w=np.full((2,), 3.0), b=np.float32(6.0))]
+  avg = ood_checkpoints.average_states(states)
+  np.testing.assert_array_equal(avg['w'], [2.0, 2.0])
+  assert avg['b'] == 3.0
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--override=no_such_key=1'], 'unknown config key'),
+    (['--override=num_ood_samples'], 'KEY=VALUE'),
+    (['--config=configs/no_such.py'], 'no config file'),
+])
+def test_ood_over_checkpoints_refuses_bad_input_in_one_line(tmp_path, argv, match):
+  with pytest.raises(cli.UserError, match=match):
+    ood_checkpoints.main(['--workdir', str(tmp_path)] + argv)
+
+
+def test_ood_over_checkpoints_of_a_workdir_without_checkpoints_is_refused(tmp_path):
+  with pytest.raises(cli.UserError, match='No checkpoint'):
+    ood_checkpoints.main(['--workdir', str(tmp_path)])
 
 
 @pytest.mark.slow

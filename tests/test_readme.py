@@ -125,6 +125,9 @@ COVERAGE = {
         'tests/test_toy.py::test_weak_generator_cli_feeds_refinement',
     # Benchmarks (the same command with --smoke: tiny nets, 2 steps)
     'python -m benchmarks.langevin': 'tests/test_benchmarks.py::test_smoke_reports_every_bench',
+    'python -m benchmarks.ood_checkpoints --workdir=runs/digits':
+        'tests/test_evaluate.py::'
+        'test_ood_over_checkpoints_gives_each_step_the_evaluations_aurocs_and_their_average',
     'python -m benchmarks.paper_digits':
         'tests/test_paper_digits.py::test_the_suite_runs_every_stage_resumes_and_writes_the_table',
     'python -m benchmarks.tf_reference':

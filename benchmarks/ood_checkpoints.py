@@ -1,0 +1,160 @@
+"""OOD AUROCs of a run's energy at each kept checkpoint, and of those checkpoints' average.
+
+    python -m benchmarks.ood_checkpoints --workdir=runs/digits
+
+For each checkpoint of the synthesis run in `--workdir` (or the `--steps` listed), the
+AUROC of the energy `H(x)` on each OOD set of `--config` (default `configs/digits.py:eval`:
+noise, shuffled, inverted, constant, letters against the 300 test digits), with the raw
+weights and with the EMA; then the raw weights averaged uniformly over those checkpoints
+(`average_states`), a longer window than the EMA's warm-up keeps at the end of a run. The
+sets, the energy and the AUROC are the evaluation's own (`ood.ood_sets`,
+`evaluate.energy_fn`, `metrics.ood_auroc`), so a checkpoint's row equals the `ood.md` of
+`configs/digits.py:eval --config.eval_ckpt_step=STEP`. docs/evaluation.md has the figures
+this gave for the digits default over seeds.
+
+Prints the table and writes it to `WORKDIR/eval/ood_checkpoints.md` and `.json`; the
+training workdir is otherwise left as it is. `--override KEY=VALUE` (repeatable) sets a
+key of the evaluation config (`--override=num_ood_samples=200`).
+"""
+
+import argparse
+import ast
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import jax
+from etils import epath
+
+from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, input_pipeline, metrics, ood
+from hat_ebm_jax import sharding
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def with_values(config, **values):
+  """A copy of `config` with `values` set (keys it has)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for k, v in values.items():
+      config[k] = v
+  return config
+
+
+def parse_override(text: str):
+  """'KEY=VALUE' -> (key, value): a Python literal, else the string."""
+  key, sep, value = text.partition('=')
+  if not sep or not key:
+    raise ValueError(f'--override {text!r}: give KEY=VALUE, e.g. num_ood_samples=200.')
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def load_config(spec: str, overrides: Sequence[str]):
+  """`path[:arg]` (relative to the repository or absolute) with `overrides` set."""
+  path, _, arg = spec.partition(':')
+  path = path if os.path.isabs(path) else os.path.join(REPO, path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'--config: no config file {path}; give configs/<name>.py[:eval].')
+  config = config_lib.load_config_file(path, *([arg] if arg else []))
+  values = dict(parse_override(o) for o in overrides)
+  unknown = sorted(set(values) - set(config.keys()))
+  if unknown:
+    raise ValueError(f'--override: unknown config key(s) {unknown}.')
+  return with_values(config, **values)
+
+
+def average_states(states: Sequence) -> object:
+  """The elementwise mean of `TrainState`s of one structure (every leaf, float)."""
+  return jax.tree_util.tree_map(lambda *a: sum(a) / len(a), *states)
+
+
+def kept_steps(workdir: epath.Path) -> List[int]:
+  """The steps of `workdir/checkpoints`, ascending. Raises a one-line FileNotFoundError
+  when there are none."""
+  manager = checkpointing.read_only_manager(workdir)
+  try:
+    steps = sorted(int(s) for s in manager.all_steps())
+  finally:
+    manager.close()
+  if not steps:
+    raise cli.user_error(FileNotFoundError(
+        f'No checkpoint in {workdir}/checkpoints: give --workdir a training run.'))
+  return steps
+
+
+def aurocs(config, mode, state, mesh, x_in, sets: Dict) -> Dict[str, float]:
+  """`{set: AUROC}` of the energy with `state`'s weights (raw or EMA: `config.use_ema`)."""
+  energy = evaluate.energy_fn(mode, state, mesh)
+  b = int(config.eval_batch_size)
+  score = lambda x: evaluate.batched_apply(energy, x, b, mesh)
+  e_in = score(x_in)
+  return {k: metrics.ood_auroc(e_in, score(v)) for k, v in sets.items()}
+
+
+def run(config, workdir: epath.Path, steps: Optional[Sequence[int]]) -> Dict:
+  """Rows `{'label', 'weights', AUROCs...}` for each step (raw, EMA) and the average."""
+  mesh = sharding.create_mesh()
+  steps = list(steps or kept_steps(workdir))
+  x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
+  sets = ood.ood_sets(config, x_in)
+  rows, raw_states = [], []
+  for step in steps:
+    for use_ema in (False, True):
+      c = with_values(config, eval_ckpt_step=step, use_ema=use_ema)
+      mode, state, _ = evaluate.load_model(c, workdir, mesh)
+      rows.append(dict(label=f'step {step}', weights='ema' if use_ema else 'raw',
+                       **aurocs(c, mode, state, mesh, x_in, sets)))
+      if not use_ema:
+        raw_states.append(state)
+  if len(raw_states) > 1:
+    c = with_values(config, use_ema=False)
+    mode = evaluate.load_model(with_values(c, eval_ckpt_step=steps[-1]),
+                               workdir, mesh)[0]
+    rows.append(dict(label=f'average of steps {steps[0]}-{steps[-1]} ({len(steps)})',
+                     weights='raw', **aurocs(c, mode, average_states(raw_states), mesh,
+                                             x_in, sets)))
+  return dict(workdir=str(workdir), steps=steps, sets=list(sets), rows=rows,
+              in_distribution=f'{config.dataset}/{config.ood_split} (n={len(x_in)})')
+
+
+def markdown(result: Dict) -> str:
+  """The rows as a Markdown table, one column an OOD set."""
+  sets = result['sets']
+  lines = [f'OOD AUROC by energy against {result["in_distribution"]}, {result["workdir"]}',
+           '', '| checkpoint | weights | ' + ' | '.join(sets) + ' |',
+           '| --- | --- |' + ' --- |' * len(sets)]
+  lines += [f'| {r["label"]} | {r["weights"]} | '
+            + ' | '.join(f'{r[s]:.3f}' for s in sets) + ' |' for r in result['rows']]
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--workdir', required=True, help='a synthesis training workdir')
+  p.add_argument('--config', default='configs/digits.py:eval',
+                 help='evaluation config: its OOD sets, split and batch')
+  p.add_argument('--steps', default='',
+                 help='comma list of checkpoint steps (default: every kept one)')
+  p.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                 help='a key of the evaluation config, e.g. num_ood_samples=200')
+  args = p.parse_args(argv)
+  cli.use_default_platforms()
+  cli.quiet_logging()
+  with cli.user_errors(ValueError, FileNotFoundError):
+    config = load_config(args.config, args.override)
+    workdir = epath.Path(args.workdir)
+    steps = [int(s) for s in args.steps.split(',') if s.strip()]
+    result = run(config, workdir, steps)
+  md = markdown(result)
+  print(md, end='')
+  out = workdir / 'eval'
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'ood_checkpoints.md').write_text(md)
+  (out / 'ood_checkpoints.json').write_text(json.dumps(result, indent=2))
+
+
+if __name__ == '__main__':
+  cli.exit_on_user_error(main)
