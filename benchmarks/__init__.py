@@ -1,6 +1,8 @@
 """Benchmarks: speed with `python -m benchmarks.langevin` (this package) and
 `python -m benchmarks.tf_reference` (the original algorithm in TF2); mixed precision's
-effect on a trained model with `python -m benchmarks.mixed_precision`."""
+effect on a trained model with `python -m benchmarks.mixed_precision`; the paper's tables
+on digits over seeds with `python -m benchmarks.paper_digits`; OOD over a run's
+checkpoints with `python -m benchmarks.ood_checkpoints`."""
 
 import json
 from typing import Any, Callable, Dict

@@ -23,6 +23,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads (tf.data)
+
 import jax
 from etils import epath
 

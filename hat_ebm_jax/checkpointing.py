@@ -12,6 +12,7 @@ Pretrained weights (`config.gen_weights`, `ebm_weights`) are read and written by
 import errno
 import hashlib
 import json
+import logging as std_logging
 import os
 import re
 import time
@@ -92,12 +93,29 @@ def create_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
+# What orbax logs at WARNING for every read-only manager: that read-only is read-only.
+READ_ONLY_NOTES = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+
+
+class _DropReadOnlyNotes(std_logging.Filter):
+  """Drops `READ_ONLY_NOTES`; every other record passes."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(READ_ONLY_NOTES)
+
+
 def read_only_manager(directory: epath.Path) -> ocp.CheckpointManager:
-  """A manager for `directory/checkpoints` that never writes, renames or deletes."""
-  return ocp.CheckpointManager(absolute_path(epath.Path(directory) / 'checkpoints'),
-                               options=ocp.CheckpointManagerOptions(create=False,
-                                                                    read_only=True),
-                               item_handlers=ocp.StandardCheckpointHandler())
+  """A manager for `directory/checkpoints` that never writes, renames or deletes (and
+  without orbax's two warnings saying so: `READ_ONLY_NOTES`)."""
+  absl_logger, notes = std_logging.getLogger('absl'), _DropReadOnlyNotes()
+  absl_logger.addFilter(notes)
+  try:
+    return ocp.CheckpointManager(absolute_path(epath.Path(directory) / 'checkpoints'),
+                                 options=ocp.CheckpointManagerOptions(create=False,
+                                                                      read_only=True),
+                                 item_handlers=ocp.StandardCheckpointHandler())
+  finally:
+    absl_logger.removeFilter(notes)
 
 
 # ------------------------------------------------------------------ integrity
