@@ -2,10 +2,10 @@
 
     python -m benchmarks.ood_checkpoints --workdir=runs/digits
 
-For each checkpoint of the synthesis run in `--workdir` (or the `--steps` listed), the
-AUROC of the energy `H(x)` on each OOD set of `--config` (default `configs/digits.py:eval`:
-noise, shuffled, inverted, constant, letters against the 300 test digits), with the raw
-weights and with the EMA; then the raw weights averaged uniformly over those checkpoints
+For each checkpoint of the synthesis run in `--workdir` (or the `--steps` listed), read
+once, the AUROC of the energy `H(x)` on each OOD set of `--config` (default `digits:eval`,
+that is `configs/digits.py:eval`: noise, shuffled, inverted, constant, letters against the
+300 test digits), with the raw weights and with the EMA; then the raw weights averaged uniformly over those checkpoints
 (`average_states`), a longer window than the EMA's warm-up keeps at the end of a run. The
 sets, the energy and the AUROC are the evaluation's own (`ood.ood_sets`,
 `evaluate.energy_fn`, `metrics.ood_auroc`), so a checkpoint's row equals the `ood.md` of
@@ -31,8 +31,7 @@ from etils import epath
 from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, input_pipeline, metrics, ood
 from hat_ebm_jax import sharding
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from benchmarks import mixed_precision
 
 def with_values(config, **values):
   """A copy of `config` with `values` set (keys it has)."""
@@ -55,12 +54,10 @@ def parse_override(text: str):
 
 
 def load_config(spec: str, overrides: Sequence[str]):
-  """`path[:arg]` (relative to the repository or absolute) with `overrides` set."""
-  path, _, arg = spec.partition(':')
-  path = path if os.path.isabs(path) else os.path.join(REPO, path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'--config: no config file {path}; give configs/<name>.py[:eval].')
-  config = config_lib.load_config_file(path, *([arg] if arg else []))
+  """`name[:arg]` (`configs/<name>.py`) or `path[:arg]`, with `overrides` set."""
+  name, _, arg = spec.partition(':')
+  config = config_lib.load_config_file(mixed_precision.config_path(name),
+                                       *([arg] if arg else []))
   values = dict(parse_override(o) for o in overrides)
   unknown = sorted(set(values) - set(config.keys()))
   if unknown:
@@ -87,37 +84,33 @@ def kept_steps(workdir: epath.Path) -> List[int]:
   return steps
 
 
-def aurocs(config, mode, state, mesh, x_in, sets: Dict) -> Dict[str, float]:
-  """`{set: AUROC}` of the energy with `state`'s weights (raw or EMA: `config.use_ema`)."""
-  energy = evaluate.energy_fn(mode, state, mesh)
-  b = int(config.eval_batch_size)
-  score = lambda x: evaluate.batched_apply(energy, x, b, mesh)
+def aurocs(config, mode, state, mesh, x_in, sets: Dict, use_ema: bool) -> Dict[str, float]:
+  """`{set: AUROC}` of the energy with `state`'s raw or EMA weights."""
+  energy = evaluate.energy_fn(mode, state, mesh, use_ema)
+  score = lambda x: evaluate.batched_apply(energy, x, int(config.eval_batch_size), mesh)
   e_in = score(x_in)
   return {k: metrics.ood_auroc(e_in, score(v)) for k, v in sets.items()}
 
 
 def run(config, workdir: epath.Path, steps: Optional[Sequence[int]]) -> Dict:
-  """Rows `{'label', 'weights', AUROCs...}` for each step (raw, EMA) and the average."""
+  """Rows `{'label', 'weights', AUROCs...}` for each step (raw, EMA) and the average.
+  Each checkpoint is read once."""
   mesh = sharding.create_mesh()
   steps = list(steps or kept_steps(workdir))
   x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
   sets = ood.ood_sets(config, x_in)
-  rows, raw_states = [], []
+  rows, states = [], []
   for step in steps:
+    mode, state, _ = evaluate.load_model(
+        with_values(config, eval_ckpt_step=step, use_ema=False), workdir, mesh)
     for use_ema in (False, True):
-      c = with_values(config, eval_ckpt_step=step, use_ema=use_ema)
-      mode, state, _ = evaluate.load_model(c, workdir, mesh)
       rows.append(dict(label=f'step {step}', weights='ema' if use_ema else 'raw',
-                       **aurocs(c, mode, state, mesh, x_in, sets)))
-      if not use_ema:
-        raw_states.append(state)
-  if len(raw_states) > 1:
-    c = with_values(config, use_ema=False)
-    mode = evaluate.load_model(with_values(c, eval_ckpt_step=steps[-1]),
-                               workdir, mesh)[0]
+                       **aurocs(config, mode, state, mesh, x_in, sets, use_ema)))
+    states.append(state)
+  if len(states) > 1:
     rows.append(dict(label=f'average of steps {steps[0]}-{steps[-1]} ({len(steps)})',
-                     weights='raw', **aurocs(c, mode, average_states(raw_states), mesh,
-                                             x_in, sets)))
+                     weights='raw', **aurocs(config, mode, average_states(states), mesh,
+                                             x_in, sets, use_ema=False)))
   return dict(workdir=str(workdir), steps=steps, sets=list(sets), rows=rows,
               in_distribution=f'{config.dataset}/{config.ood_split} (n={len(x_in)})')
 
@@ -136,8 +129,9 @@ def markdown(result: Dict) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--workdir', required=True, help='a synthesis training workdir')
-  p.add_argument('--config', default='configs/digits.py:eval',
-                 help='evaluation config: its OOD sets, split and batch')
+  p.add_argument('--config', default='digits:eval',
+                 help='evaluation config, configs/<name>.py or a path, with its :arg: '
+                      'its OOD sets, split and batch')
   p.add_argument('--steps', default='',
                  help='comma list of checkpoint steps (default: every kept one)')
   p.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',

@@ -336,9 +336,11 @@ def batched_apply(fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batc
   return np.concatenate(out)
 
 
-def energy_fn(mode, state, mesh) -> Callable[[jax.Array], jax.Array]:
-  """`x [B, ...] -> H(x) [B]` with the evaluated weights (raw or EMA: `use_ema`)."""
-  use_ema = bool(mode.config.use_ema)
+def energy_fn(mode, state, mesh,
+              use_ema: Optional[bool] = None) -> Callable[[jax.Array], jax.Array]:
+  """`x [B, ...] -> H(x) [B]` with the evaluated weights: raw or EMA, `use_ema` (default
+  `mode.config.use_ema`)."""
+  use_ema = bool(mode.config.use_ema if use_ema is None else use_ema)
   state_sh = jax.tree_util.tree_map(lambda a: a.sharding, state)
   fn = sharding.jit(lambda s, x: mode.ebm_apply_fn(s, use_ema)(x).reshape(x.shape[0]),
                     mesh, in_shardings=(state_sh, sharding.batch_sharded(mesh)),

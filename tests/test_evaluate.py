@@ -110,7 +110,7 @@ def test_the_checkpoint_average_is_the_mean_of_every_leaf():
 @pytest.mark.parametrize('argv,match', [
     (['--override=no_such_key=1'], 'unknown config key'),
     (['--override=num_ood_samples'], 'KEY=VALUE'),
-    (['--config=configs/no_such.py'], 'no config file'),
+    (['--config=configs/no_such.py'], "No config 'configs/no_such.py'"),
 ])
 def test_ood_over_checkpoints_refuses_bad_input_in_one_line(tmp_path, argv, match):
   with pytest.raises(cli.UserError, match=match):
