@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.gen_opt_decay = 0.9999
   c.ema_warmup = True  # new: EMA decay min(*_opt_decay, (1+t)/(10+t)) (optim.ema_decay)
   c.energy_l2 = 0.0  # new: IGEBM's energy penalty on U = H / mcmc_temp (losses.energy_l2_penalty)
+  c.nda_frac = 0.0  # new: erased data images (losses.erase_part) as extra negatives, this fraction of the batch
   c.clip_ebm_grad = False
   c.max_grad_norm = 50.0
   c.use_ema = False  # new: sample and evaluate with the EMA weights
@@ -193,6 +194,8 @@ def validate(config) -> None:
   for key in ('data_epsilon', 'energy_l2'):
     if config[key] < 0:
       raise ValueError(f'config.{key} must be >= 0; got {config[key]}.')
+  if not 0 <= config.get('nda_frac', 0.0) <= 1:
+    raise ValueError(f'config.nda_frac must be in [0, 1]; got {config.nda_frac}.')
   if config.mode in ('synthesis', 'joint', 'evaluate'):
     langevin.Settings.from_config(config)
     for key in ('ebm_lr_info', 'gen_lr_info'):

@@ -18,7 +18,7 @@ from hat_ebm_jax import langevin, long_run, ood
 RUN_KEYS = ('seed', 'batch_size', 'persistent_size', 'num_training_steps', 'ebm_lr_info',
             'gen_lr_info', 'inf_lr_info', 'ebm_opt_decay', 'gen_opt_decay', 'ema_warmup',
             'clip_ebm_grad', 'max_grad_norm', 'gen_loss_factor_coop', 'loss_factor',
-            'shuffle_buffer', 'data_epsilon', 'energy_l2')
+            'shuffle_buffer', 'data_epsilon', 'energy_l2', 'nda_frac')
 # Sampler keys that do not change the numbers (left out of names and comparisons).
 SCHEDULING_KEYS = ('mcmc_unroll',)
 

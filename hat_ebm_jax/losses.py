@@ -22,6 +22,25 @@ def energy_l2_penalty(energy_data: jax.Array, energy_samples: jax.Array,
   return energy_l2 * jnp.mean(jnp.square((h - jnp.mean(h)) / mcmc_temp))
 
 
+def erase_part(images: jax.Array, key: jax.Array) -> jax.Array:
+  """Negative data augmentation (Sinha et al. 2021) for `config.nda_frac`: each image
+  `[B, H, W, C]` in `[-1, 1]` loses the part beyond a random line (direction uniform, the
+  line through a point uniform in the image's central half), set to the background -1
+  with a soft edge 2 pixels wide, so that its strokes end without a cut. A partial digit:
+  as much like the data, stroke by stroke, as it can be while being no digit. -> same
+  shape."""
+  n, h, w = images.shape[:3]
+  k_angle, k_point = jax.random.split(key)
+  angle = jax.random.uniform(k_angle, (n, 1, 1), minval=0.0, maxval=2 * jnp.pi)
+  centre = jax.random.uniform(k_point, (n, 2, 1, 1), minval=0.25, maxval=0.75)
+  rows = jnp.arange(h, dtype=jnp.float32)[None, :, None] + 0.5
+  cols = jnp.arange(w, dtype=jnp.float32)[None, None, :] + 0.5
+  dist = (jnp.cos(angle) * (rows - centre[:, 0] * h)
+          + jnp.sin(angle) * (cols - centre[:, 1] * w))  # signed, in pixels
+  erased = jnp.clip(0.5 + dist / 2.0, 0.0, 1.0)[..., None].astype(images.dtype)
+  return images - erased * (images + 1.0)
+
+
 def gen_coop_loss(gen_images: jax.Array, targets: jax.Array,
                   gen_loss_factor_coop: float) -> jax.Array:
   """Cooperative generator loss `factor * mean((G(z_bank) - x_bank)^2)`. -> scalar."""

@@ -114,6 +114,20 @@ def tiny(mode='synthesis', **overrides):
   return with_overrides(load('tiny', mode), **overrides)
 
 
+def ebm_step(**overrides):
+  """One EBM update (`mode.ebm_update`) of the tiny synthesis config with `overrides`, on
+  fixed uniform data and samples `[B, 16, 16, 1]`. -> ((params, opt_state, ema, metrics),
+  config)."""
+  from hat_ebm_jax import modes  # pylint: disable=g-import-not-at-top
+  c = tiny('synthesis', **overrides)
+  mode = modes.create(c)
+  state = mode.init_state(jax.random.PRNGKey(0))
+  shape = (c.batch_size, 16, 16, 1)
+  data = jax.random.uniform(jax.random.PRNGKey(1), shape, minval=-1.0, maxval=1.0)
+  samples = jax.random.uniform(jax.random.PRNGKey(2), shape, minval=-1.0, maxval=1.0)
+  return jax.jit(mode.ebm_update)(state, data, samples, jax.random.PRNGKey(3)), c
+
+
 # ------------------------------------------------------------------ files and trees
 
 

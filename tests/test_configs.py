@@ -13,7 +13,7 @@ import pytest
 from hat_ebm_jax import config_lib
 from tests.conftest import CONFIGS, load
 
-COMMON = dict(data_epsilon=1e-3, energy_l2=0.0, init_scale_latent=1.0,
+COMMON = dict(data_epsilon=1e-3, energy_l2=0.0, nda_frac=0.0, init_scale_latent=1.0,
               init_scale_res=0.0, max_grad_norm=50.0, ebm_opt_decay=0.9999,
               gen_opt_decay=0.9999,
               log_freq=50, plot_freq=500, checkpoint_freq=1000, batch_size=128,

@@ -6,30 +6,19 @@ import jax
 import numpy as np
 import pytest
 
-from hat_ebm_jax import cli, modes, train
+from hat_ebm_jax import cli, train
+from tests import conftest
 from tests.conftest import load
 
 
-def ebm_step(energy_l2):
-  """One EBM update of the tiny synthesis config on fixed data and samples."""
-  c = load('tiny', 'synthesis')
-  c.energy_l2 = energy_l2
-  mode = modes.create(c)
-  state = mode.init_state(jax.random.PRNGKey(0))
-  shape = (c.batch_size, 16, 16, 1)
-  data = jax.random.uniform(jax.random.PRNGKey(1), shape, minval=-1.0, maxval=1.0)
-  samples = jax.random.uniform(jax.random.PRNGKey(2), shape, minval=-1.0, maxval=1.0)
-  return jax.jit(mode.ebm_update)(state, data, samples, jax.random.PRNGKey(3)), c
-
-
 def test_the_default_has_no_penalty_and_logs_none():
-  (_, _, _, metrics), c = ebm_step(0.0)
+  (_, _, _, metrics), c = conftest.ebm_step(energy_l2=0.0)
   assert c.energy_l2 == 0.0 and 'energy_l2_penalty' not in metrics
 
 
 def test_a_penalty_changes_the_update_but_not_the_logged_contrastive_loss():
-  (p0, _, _, m0), c = ebm_step(0.0)
-  (p1, _, _, m1), _ = ebm_step(1e-6)
+  (p0, _, _, m0), c = conftest.ebm_step(energy_l2=0.0)
+  (p1, _, _, m1), _ = conftest.ebm_step(energy_l2=1e-6)
   np.testing.assert_allclose(m1['ebm_loss'], m0['ebm_loss'], rtol=1e-6)
   assert float(m1['energy_l2_penalty']) > 0
   moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(p0),

@@ -240,9 +240,15 @@ class HatEBMMode(Mode):
   def ebm_update(self, state: TrainState, data, samples, key):
     """EBM step: `loss = (mean H(data + data_epsilon N) - mean H(samples)) / T`, plus
     `losses.energy_l2_penalty` when `energy_l2 > 0` (metric `ebm_loss` is the first term
-    alone, `energy_l2_penalty` the second)."""
+    alone, `energy_l2_penalty` the second). With `nda_frac > 0` the first
+    `round(nda_frac * B)` data images, part erased (`losses.erase_part`), join the samples
+    as negatives (in both terms; metric `energy_nda`)."""
     c = self.config
     x_data = data + c.data_epsilon * jax.random.normal(key, data.shape, data.dtype)
+    num_nda = int(round(c.get('nda_frac', 0.0) * data.shape[0]))
+    if num_nda:  # traced only when on: the default's program is unchanged
+      x_nda = losses.erase_part(data[:num_nda], jax.random.fold_in(key, 1))
+      samples = jnp.concatenate([samples, x_nda])
     bs = state.batch_stats.get('ebm', {})
 
     def loss_fn(params):
@@ -255,6 +261,9 @@ class HatEBMMode(Mode):
         penalty['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
                                                                 c.mcmc_temp, c.energy_l2)
         total = loss + penalty['energy_l2_penalty']
+      if num_nda:
+        penalty['energy_nda'] = jnp.mean(e_samples[-num_nda:])
+        e_samples = e_samples[:-num_nda]
       return total, (loss, penalty, jnp.mean(e_data), jnp.mean(e_samples))
 
     (_, (loss, penalty, e_data, e_samples)), grads = jax.value_and_grad(
