@@ -4,8 +4,9 @@ effect on a trained model with `python -m benchmarks.mixed_precision`; the paper
 on digits over seeds with `python -m benchmarks.paper_digits`; OOD over a run's
 checkpoints with `python -m benchmarks.ood_checkpoints`."""
 
+import ast
 import json
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 Line = Dict[str, Any]
 
@@ -20,3 +21,24 @@ def emitter(path: str) -> Callable[[Line], Line]:
         f.write(text + '\n')
     return line
   return emit
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+  """'KEY=VALUE' -> (key, value): a Python literal, else the string."""
+  key, sep, value = text.partition('=')
+  if not sep or not key:
+    raise ValueError(f'--override {text!r}: give KEY=VALUE, e.g. num_ood_samples=200.')
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def override_values(config, overrides: Sequence[str]) -> Dict[str, Any]:
+  """`{key: value}` of the `--override KEY=VALUE` flags; a ValueError names the keys
+  `config` does not have."""
+  values = dict(parse_override(o) for o in overrides)
+  unknown = sorted(set(values) - set(config.keys()))
+  if unknown:
+    raise ValueError(f'--override: unknown config key(s) {unknown}.')
+  return values

@@ -113,6 +113,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument('--peak_flops', type=float, default=None,
                  help='peak FLOP/s of one device for MFU (default: by device kind; '
                  f'CPU {CPU_PEAK:.2g})')
+  p.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                 help='set any other config key (repeatable), e.g. nda_frac=0.25')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='', help='also append the JSON lines to this file')
   p.add_argument('--smoke', action='store_true',
@@ -214,6 +216,8 @@ def load_config(args):
     config.mcmc_unroll = args.mcmc_unroll  # 'auto', 'full' or digits
   if args.mcmc_update:
     config.mcmc_update = args.mcmc_update
+  for key, value in benchmarks.override_values(config, args.override).items():
+    config[key] = value
   if args.smoke:
     config.ebm_ngf = config.gen_ngf = 8
     config.z_sz = 8
@@ -243,6 +247,8 @@ def _common(config, args) -> Dict[str, Any]:
              conv_algorithm=models.resolve_conv_algorithm(config.conv_algorithm),
              ebm=f'{config.ebm_type}/{config.ebm_ngf}',
              gen=f'{config.gen_type}/{config.gen_ngf}', image_size=config.image_size)
+  if args.override:
+    out['overrides'] = sorted(args.override)
   out.update(device_info())
   if out['backend'] == 'cpu':
     out['load_avg_1min'] = round(os.getloadavg()[0], 2)

@@ -18,7 +18,6 @@ key of the evaluation config (`--override=num_ood_samples=200`).
 """
 
 import argparse
-import ast
 import json
 import os
 from typing import Dict, List, Optional, Sequence
@@ -31,6 +30,7 @@ from etils import epath
 from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, input_pipeline, metrics, ood
 from hat_ebm_jax import sharding
 
+import benchmarks
 from benchmarks import mixed_precision
 
 def with_values(config, **values):
@@ -42,27 +42,12 @@ def with_values(config, **values):
   return config
 
 
-def parse_override(text: str):
-  """'KEY=VALUE' -> (key, value): a Python literal, else the string."""
-  key, sep, value = text.partition('=')
-  if not sep or not key:
-    raise ValueError(f'--override {text!r}: give KEY=VALUE, e.g. num_ood_samples=200.')
-  try:
-    return key, ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return key, value
-
-
 def load_config(spec: str, overrides: Sequence[str]):
   """`name[:arg]` (`configs/<name>.py`) or `path[:arg]`, with `overrides` set."""
   name, _, arg = spec.partition(':')
   config = config_lib.load_config_file(mixed_precision.config_path(name),
                                        *([arg] if arg else []))
-  values = dict(parse_override(o) for o in overrides)
-  unknown = sorted(set(values) - set(config.keys()))
-  if unknown:
-    raise ValueError(f'--override: unknown config key(s) {unknown}.')
-  return with_values(config, **values)
+  return with_values(config, **benchmarks.override_values(config, overrides))
 
 
 def average_states(states: Sequence) -> object:

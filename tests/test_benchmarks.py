@@ -73,6 +73,15 @@ def test_peak_flops_by_device_kind(monkeypatch):
   assert bench.peak_flops('float32', None)[0] is None
 
 
+def test_override_sets_any_config_key_and_refuses_an_unknown_one():
+  from benchmarks import langevin as bench  # pylint: disable=g-import-not-at-top
+  args = bench.parse_args(['--config=digits', '--override', 'nda_frac=0.25'])
+  assert bench.load_config(args).nda_frac == 0.25
+  args = bench.parse_args(['--config=digits', '--override', 'nda_fraction=0.25'])
+  with pytest.raises(ValueError, match=r"unknown config key\(s\) \['nda_fraction'\]"):
+    bench.load_config(args)
+
+
 def test_flops_reads_dict_or_list():
   from benchmarks import langevin as bench  # pylint: disable=g-import-not-at-top
   assert bench._flops({'flops': 3.0}) == 3.0  # pylint: disable=protected-access
