@@ -281,7 +281,7 @@ def upscaled_grid(images: np.ndarray, n: int = 64, scale: int = UPSCALE) -> np.n
 
 def write_grids(root: str, seed: int) -> List[str]:
   """`ROOT/grids/<name>.png` for the first seed: of the stages that are done, the
-  default's samples (1x, 10x, G(z)), its chains at `LONG_RUN_MCMC_TEMP` (`long_hat_3x`,
+  default's samples (1x, 3x, 10x, G(z)), its chains at `LONG_RUN_MCMC_TEMP` (`long_hat_3x`,
   `long_hat_10x`), both refinements (G(z) against refined, same
   latents), retrofit (decoder on prior latents against retrofit); and the rendered
   letters. Returns the file names."""
@@ -295,8 +295,8 @@ def write_grids(root: str, seed: int) -> List[str]:
       continue
     with np.load(path) as f:
       picks.update({f'{stage}_gen': f['gen'], f'{stage}_hat': f['hat']})
-      if stage == 'digits' and 'hat_10x' in f.files:
-        picks['digits_hat_10x'] = f['hat_10x']
+      if stage == 'digits':
+        picks.update({f'digits_{k}': f[k] for k in ('hat_3x', 'hat_10x') if k in f.files})
   long_path = os.path.join(os.path.dirname(result_file(root, seed, 'eval_long')),
                            'samples.npz')
   if os.path.exists(long_path):

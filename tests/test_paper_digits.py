@@ -86,12 +86,12 @@ def test_the_report_of_some_stages_has_their_rows_only(tmp_path):
   with open(paper_digits.result_file(root, 0, 'digits'), 'w') as f:
     json.dump({'digits_fd_floor': 4.0, 'digits_fd_hat': 6.0, 'digits_fd_hat_3x': 9.0}, f)
   images = np.zeros((64, 16, 16, 1), np.float32)
-  np.savez(os.path.join(run, 'samples', 'final.npz'), hat=images, gen=images)
+  np.savez(os.path.join(run, 'samples', 'final.npz'), hat=images, gen=images, hat_3x=images)
   md = paper_digits.report(root, [0], smoke=False)
   assert '| 3x / 1x (bar: <= 1.25) | 1.50 ± 0.00 | 1.50 | 1.50 |' in md
   assert 'refinement' not in md and 'retrofit' not in md and 'OOD' not in md
   assert sorted(os.listdir(os.path.join(root, 'grids'))) == [
-      'digits_gen.png', 'digits_hat.png', 'ood_letters.png']
+      'digits_gen.png', 'digits_hat.png', 'digits_hat_3x.png', 'ood_letters.png']
 
 
 def test_the_ema_and_long_chain_evaluations_have_rows_of_their_own(tmp_path):
