@@ -194,7 +194,7 @@ def validate(config) -> None:
   for key in ('data_epsilon', 'energy_l2'):
     if config[key] < 0:
       raise ValueError(f'config.{key} must be >= 0; got {config[key]}.')
-  if not 0 <= config.get('nda_frac', 0.0) <= 1:
+  if not 0 <= config.nda_frac <= 1:
     raise ValueError(f'config.nda_frac must be in [0, 1]; got {config.nda_frac}.')
   if config.mode in ('synthesis', 'joint', 'evaluate'):
     langevin.Settings.from_config(config)

@@ -245,7 +245,7 @@ class HatEBMMode(Mode):
     as negatives (in both terms; metric `energy_nda`)."""
     c = self.config
     x_data = data + c.data_epsilon * jax.random.normal(key, data.shape, data.dtype)
-    num_nda = int(round(c.get('nda_frac', 0.0) * data.shape[0]))
+    num_nda = int(round(c.nda_frac * data.shape[0]))
     if num_nda:  # traced only when on: the default's program is unchanged
       x_nda = losses.erase_part(data[:num_nda], jax.random.fold_in(key, 1))
       samples = jnp.concatenate([samples, x_nda])
@@ -256,24 +256,24 @@ class HatEBMMode(Mode):
       e_data = self.ebm.apply(v, x_data)
       e_samples = self.ebm.apply(v, samples)
       loss = total = losses.ebm_loss(e_data, e_samples, c.mcmc_temp)
-      penalty = {}
+      extras = {}  # the optional terms' metrics
       if c.energy_l2:  # traced only when on: the default's program is unchanged
-        penalty['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
-                                                                c.mcmc_temp, c.energy_l2)
-        total = loss + penalty['energy_l2_penalty']
+        extras['energy_l2_penalty'] = losses.energy_l2_penalty(e_data, e_samples,
+                                                               c.mcmc_temp, c.energy_l2)
+        total = loss + extras['energy_l2_penalty']
       if num_nda:
-        penalty['energy_nda'] = jnp.mean(e_samples[-num_nda:])
+        extras['energy_nda'] = jnp.mean(e_samples[-num_nda:])
         e_samples = e_samples[:-num_nda]
-      return total, (loss, penalty, jnp.mean(e_data), jnp.mean(e_samples))
+      return total, (loss, extras, jnp.mean(e_data), jnp.mean(e_samples))
 
-    (_, (loss, penalty, e_data, e_samples)), grads = jax.value_and_grad(
+    (_, (loss, extras, e_data, e_samples)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params['ebm'])
     params, opt_state, ema = apply_update(self.ebm_tx, grads, state.opt_state['ebm'],
                                           state.params['ebm'], state.ema['ebm'],
                                           c.ebm_opt_decay, state.step, c.ema_warmup)
     metrics = dict(ebm_loss=loss, energy_data=e_data, energy_samples=e_samples,
                    ebm_grad_norm=global_norm(grads), lr_ebm=self.ebm_lr(state.step),
-                   **penalty)
+                   **extras)
     return params, opt_state, ema, metrics
 
   def langevin_metrics(self, r: langevin.LangevinResult) -> Metrics:
