@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from benchmarks import ood_checkpoints
-from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, fid, metrics, pretrained, train
+from hat_ebm_jax import checkpointing, cli, config_lib, evaluate, fid, input_pipeline, metrics
+from hat_ebm_jax import pretrained, sharding, train
+from hat_ebm_jax.datasets import digits, glyphs
 from hat_ebm_jax.fid import inception
 from hat_ebm_jax.input_pipeline import DatasetNotFoundError
 from tests.conftest import CONFIGS, load, snapshot, tiny, with_overrides
@@ -97,6 +99,42 @@ def test_ood_over_checkpoints_gives_each_step_the_evaluations_aurocs_and_their_a
   assert all(0.0 <= r[k] <= 1.0 for r in table['rows'] for k in sets)
   assert '| average of steps 30-60 (2) | raw |' in (
       workdir / 'eval' / 'ood_checkpoints.md').read_text()
+
+
+@pytest.mark.slow
+def test_ood_by_character_scores_each_letter_alone_as_the_evaluation_scores_a_set(
+    run_dir, tmp_path):
+  """`--by_character`: every character of the letters set gets the AUROC of its 72
+  fixed draws against the test digits, by the evaluation's energy, in each row; the
+  energy's correlation with the ink over the letters set comes with it."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns('eval'))
+  ood_checkpoints.main(['--workdir', str(workdir), '--steps=60', '--by_character',
+                        f'--override=eval_batch_size={EVAL["eval_batch_size"]}'])
+  table = json.loads((workdir / 'eval' / 'ood_checkpoints.json').read_text())
+  raw, ema = table['rows']
+  assert set(raw['characters']) == set(glyphs.CHARACTERS) == set(table['character_ink'])
+  assert all(0.0 <= a <= 1.0 for r in (raw, ema) for a in r['characters'].values())
+  assert raw['characters'] != ema['characters']
+  assert all(-1.0 <= r['letters_ink_corr'] <= 1.0 for r in (raw, ema))
+  # One character by hand: the evaluation's energy on its draws and on the digits.
+  config = with_overrides(eval_digits(eval_ckpt_step=60), use_ema=False)
+  mesh = sharding.create_mesh()
+  mode, state, _ = evaluate.load_model(config, workdir, mesh)
+  score = lambda x: evaluate.batched_apply(evaluate.energy_fn(mode, state, mesh), x,
+                                           EVAL['eval_batch_size'], mesh)
+  x_in = input_pipeline.load_array(config, config.ood_split, int(config.num_ood_samples))
+  j = digits.to_model_images(glyphs.render_character('j'), config.image_size)
+  assert raw['characters']['j'] == pytest.approx(metrics.ood_auroc(score(x_in), score(j)))
+  md = (workdir / 'eval' / 'ood_checkpoints.md').read_text()
+  assert '| character | ink | step 60 raw | step 60 ema |' in md and '| `j` |' in md
+
+
+def test_ood_by_character_needs_the_digits(tmp_path):
+  with pytest.raises(cli.UserError, match='--by_character scores the letters against the '
+                                          'digits'):
+    ood_checkpoints.main(['--workdir', str(tmp_path), '--by_character',
+                          '--config=cifar10_synth:eval'])
 
 
 def test_the_checkpoint_average_is_the_mean_of_every_leaf():

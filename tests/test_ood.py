@@ -26,6 +26,18 @@ def test_letters_are_drawn_on_the_digits_grid_with_their_grey_levels():
   assert (letters.reshape(40, -1).max(1) == 255).mean() > 0.5
 
 
+def test_one_character_is_drawn_the_same_72_ways_every_time():
+  """`render_character`: every font, height, slant and thickness of one character, in
+  the letters' form; no randomness, so per-character scores can be compared."""
+  j = glyphs.render_character('j')
+  assert j.shape == (72, 8, 8, 1) and j.dtype == np.uint8
+  assert np.array_equal(j, glyphs.render_character('j'))
+  assert len({x.tobytes() for x in j}) > 36  # the draws differ
+  levels = np.round(np.arange(17) * 255.0 / 16.0)
+  assert set(np.unique(j)) <= set(levels) and (j.reshape(72, -1).max(1) > 0).all()
+  assert not np.array_equal(j, glyphs.render_character('J'))
+
+
 def test_every_derived_set_has_the_in_distribution_shape_and_is_reproducible():
   c = digits_eval(ood_datasets='noise,shuffled,inverted,constant,letters',
                   num_ood_samples=24)

@@ -24,6 +24,11 @@ FONTS = ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSans-Oblique.ttf',
          'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf', 'DejaVuSansMono.ttf')
 _BITMAP = 32  # the digits' bitmap size before pooling
 _POOL = 4  # 32x32 -> 8x8
+# The fixed draws of one character (`render_character`): every font, two heights, three
+# slants, thin and thickened: 6 x 2 x 3 x 2 = 72 images.
+HEIGHTS = (26, 30)
+SHEARS = (-0.2, 0.0, 0.2)
+THICKENINGS = (0, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,6 +60,13 @@ def _bitmap(char: str, font: str, height: int, shear: float, thicken: int) -> np
   return scipy.ndimage.binary_dilation(out, iterations=thicken) if thicken else out
 
 
+def _digit_form(bitmap: np.ndarray) -> np.ndarray:
+  """A `[32, 32]` bool bitmap as a `uint8 [8, 8]` digit image: 4x4 ink counts (0..16,
+  as the digits) scaled to 0..255."""
+  counts = bitmap.reshape(8, _POOL, 8, _POOL).sum(axis=(1, 3))
+  return np.round(counts * (255.0 / 16.0)).astype(np.uint8)
+
+
 def render(n: int, rng: np.random.Generator) -> np.ndarray:
   """`n` glyph images `uint8 [n, 8, 8, 1]` in the digits' form (0..255 in 17 levels).
 
@@ -66,6 +78,15 @@ def render(n: int, rng: np.random.Generator) -> np.ndarray:
     bitmap = _bitmap(CHARACTERS[rng.integers(len(CHARACTERS))],
                      FONTS[rng.integers(len(FONTS))], int(rng.integers(24, 33)),
                      float(rng.uniform(-0.25, 0.25)), int(rng.integers(0, 2)))
-    counts = bitmap.reshape(8, _POOL, 8, _POOL).sum(axis=(1, 3))  # 0..16, as the digits
-    out.append(np.round(counts * (255.0 / 16.0)).astype(np.uint8))
+    out.append(_digit_form(bitmap))
   return np.stack(out)[..., None]
+
+
+def render_character(char: str) -> np.ndarray:
+  """`char` drawn every fixed way, `uint8 [72, 8, 8, 1]` in the digits' form: each font
+  of `FONTS`, ink `HEIGHTS` rows high, slanted by each of `SHEARS`, strokes dilated each
+  of `THICKENINGS` times. The same for every call (no randomness): the per-character
+  scores of `benchmarks.ood_checkpoints --by_character`."""
+  return np.stack([_digit_form(_bitmap(char, font, height, shear, thicken))
+                   for font in FONTS for height in HEIGHTS for shear in SHEARS
+                   for thicken in THICKENINGS])[..., None]
