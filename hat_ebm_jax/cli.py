@@ -71,7 +71,8 @@ def quiet_logging(verbose: bool = False) -> None:
   """Library log lines below WARNING are dropped unless `verbose` (`--verbosity>=1`).
 
   Also hides TensorFlow's C++ INFO lines (`TF_CPP_MIN_LOG_LEVEL=1`) unless the user set
-  that variable. Idempotent.
+  that variable, and the ones its import writes before that applies
+  (`import_tensorflow_quietly`). Idempotent.
   """
   handler = logging.get_absl_handler()
   handler.removeFilter(_FILTER)
@@ -79,6 +80,25 @@ def quiet_logging(verbose: bool = False) -> None:
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   handler.addFilter(_FILTER)
+  import_tensorflow_quietly()
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (when installed and not yet imported) with the process's
+  standard error closed to it. TF 2.21 logs 'oneDNN custom operations are on' through
+  absl's C++ logging before `TF_CPP_MIN_LOG_LEVEL` applies, four lines on every command;
+  a Python error of the import is still raised, after standard error is back."""
+  if 'tensorflow' in sys.modules or importlib.util.find_spec('tensorflow') is None:
+    return
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(null, 2)
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
 
 
 def default_platforms(environ: Optional[Mapping[str, str]] = None,
