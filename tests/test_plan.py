@@ -165,6 +165,10 @@ def test_the_cli_reports_a_step_that_does_not_fit_with_its_largest_buffers(tiny_
   assert r['mfu_bound'] == pytest.approx(r['seconds_flop_bound'] / r['seconds_per_step'])
   assert 0 < r['mfu_bound'] <= 1
   assert r['rolled_loop'] and r['loop_bodies'] == 3
+  # The traffic split by memory space: the HBM holds the arguments, so it is never empty.
+  assert 'traffic per step per device' in table
+  assert r['traffic_hbm'] > 0 and r['traffic_hbm'] + r['traffic_on_chip'] == sum(
+      r['traffic_by_memory_space'].values())
 
 
 @pytest.mark.slow

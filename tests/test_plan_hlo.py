@@ -72,3 +72,54 @@ def test_largest_buffers_and_cost_dict():
   assert hlo.cost_dict(None) == {}
   assert hlo.cost_dict([{'flops': 2.0}, {'flops': 3.0, 'bytes accessed': 1.0}]) == {
       'flops': 5.0, 'bytes accessed': 1.0}
+
+
+SPACES_HLO = '''HloModule jit_body
+
+%fused (p0: bf16[4,4], p1: f32[2,4]) -> f32[2,4] {
+  %p0 = bf16[4,4]{1,0:S(3)} parameter(0)
+  %p1 = f32[2,4]{1,0} parameter(1)
+  ROOT %huge = f32[2,4]{1,0:S(3)} add(f32[2,4]{1,0} %p1, f32[2,4]{1,0} %p1)
+}
+
+%body (p: (s32[], f32[2,4])) -> (s32[], f32[2,4]) {
+  %p = (s32[], f32[2,4]{1,0:S(3)}) parameter(0)
+  %g = f32[2,4]{1,0:S(3)} get-tuple-element((s32[], f32[2,4]{1,0:S(3)}) %p), index=1
+  %m = f32[2,4]{1,0:S(3)} multiply(f32[2,4]{1,0:S(3)} %g, f32[2,4]{1,0:S(3)} %g)
+  %i = s32[] get-tuple-element((s32[], f32[2,4]{1,0:S(3)}) %p), index=0
+  ROOT %t = (s32[], f32[2,4]{1,0:S(3)}) tuple(s32[] %i, f32[2,4]{1,0:S(3)} %m)
+}
+
+%cond (p: (s32[], f32[2,4])) -> pred[] {
+  %p = (s32[], f32[2,4]{1,0:S(3)}) parameter(0)
+  ROOT %c = pred[] constant(true)
+}
+
+ENTRY %main (k: bf16[4,4], x: f32[2,4]) -> (s32[], f32[2,4]) {
+  %k = bf16[4,4]{1,0} parameter(0)
+  %x = f32[2,4]{1,0} parameter(1)
+  %cs = (bf16[4,4]{1,0:S(3)}, bf16[4,4]{1,0}, u32[]{:S(2)}) copy-start(bf16[4,4]{1,0} %k)
+  %cd = bf16[4,4]{1,0:S(3)} copy-done((bf16[4,4]{1,0:S(3)}, bf16[4,4]{1,0}, u32[]{:S(2)}) %cs)
+  %ss = ((f32[2,4]{1,0}), f32[1,4]{1,0:S(3)}, s32[]{:S(2)}) slice-start(f32[2,4]{1,0} %x), slice={[0:1], [0:4]}
+  %sd = f32[1,4]{1,0:S(3)} slice-done(((f32[2,4]{1,0}), f32[1,4]{1,0:S(3)}, s32[]{:S(2)}) %ss)
+  %f = f32[2,4]{1,0:S(3)} fusion(bf16[4,4]{1,0:S(3)} %cd, f32[2,4]{1,0} %x), kind=kLoop, calls=%fused
+  %z = s32[] constant(0)
+  %init = (s32[], f32[2,4]{1,0:S(3)}) tuple(s32[] %z, f32[2,4]{1,0:S(3)} %f)
+  ROOT %w = (s32[], f32[2,4]{1,0:S(3)}) while((s32[], f32[2,4]{1,0:S(3)}) %init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"5"}}
+}
+'''
+
+
+def test_traffic_is_split_by_memory_space_with_async_copies_counted_once():
+  """HBM (space 0) against on-chip memory (v4's CMEM is S(3)): the kernel's prefetch reads
+  32 B of HBM and writes 32 B of CMEM, the slice moves 16 B the same way, the fusion reads
+  the CMEM kernel (32) and the HBM input (32) and writes 32 B of CMEM (its inner
+  instructions are not counted), and the while body, 2 x 32 B read and 32 B written in
+  CMEM, runs its 5 trips."""
+  assert hlo.space_bytes('(bf16[4,4]{1,0:S(3)}, f32[2]{0}, u32[]{:S(2)})') == {
+      3: 32, 0: 8, 2: 4}
+  assert hlo.memory_space_traffic(SPACES_HLO) == {0: 32 + 16 + 32,
+                                                  3: 32 + 16 + 64 + 5 * 96}
+  # Without XLA's trip count, the caller's.
+  unknown = SPACES_HLO.replace(', backend_config={"known_trip_count":{"n":"5"}}', '')
+  assert hlo.memory_space_traffic(unknown, loop_trips=3)[3] == 32 + 16 + 64 + 3 * 96

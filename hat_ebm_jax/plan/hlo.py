@@ -159,3 +159,105 @@ def group_sources(items: List[Dict]) -> List[Dict]:
     g['per_step'] += c['runs']
     g['bytes_per_step'] += c['runs'] * c['bytes']
   return sorted(groups.values(), key=lambda g: -g['bytes_per_step'])
+
+
+# ------------------------------------------------------------------ memory spaces
+
+_ELEMENT = re.compile(r'\b(' + '|'.join(sorted(_DTYPE_BYTES, key=len, reverse=True))
+                      + r')\[([0-9,]*)\](\{[^}]*\})?')
+_SPACE = re.compile(r'S\(([0-9]+)\)')
+_INSTR = re.compile(r'^\s+(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$')
+# Instructions that move no array bytes of their own: views, tuples, the waits of async
+# pairs (their `-start` counts the transfer), and control flow (its computations count).
+_NO_TRAFFIC = ('parameter', 'get-tuple-element', 'tuple', 'bitcast', 'constant',
+               'after-all', 'partition-id', 'replica-id', 'opt-barrier', 'while', 'call',
+               'conditional', 'copy-done', 'slice-done', 'send-done', 'recv-done')
+# Calls whose callee runs as its own instructions (a while's body, a call, a branch);
+# a fusion's or a reducer's computation runs inside its one instruction.
+_RUNS = re.compile(r'(?:body|condition|branch_computations|true_computation|'
+                   r'false_computation|to_apply)=(\{[^}]*\}|%?[\w.\-]+)')
+
+
+def space_bytes(text: str) -> Dict[int, int]:
+  """`{memory space: bytes}` of the array shapes written in `text`, each by its layout's
+  `S(n)` (none: 0, the HBM)."""
+  out: Dict[int, int] = collections.defaultdict(int)
+  for dtype, dims, layout in _ELEMENT.findall(text):
+    m = _SPACE.search(layout or '')
+    out[int(m.group(1)) if m else 0] += (
+        _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(',') if d])))
+  return dict(out)
+
+
+def memory_space_traffic(hlo_text: str, loop_trips: Optional[int] = None) -> Dict[int, int]:
+  """Bytes an optimized HLO module reads and writes per run, `{memory space: bytes}`, by
+  the shapes and layouts of its instructions (TPU: 0 is the HBM; on-chip memories have
+  other numbers, e.g. v4's CMEM 3, v5e's VMEM 1).
+
+  Every instruction of the entry computation, and of what it runs as instructions (while
+  bodies and conditions, calls, branches), reads its operands and writes its result, each
+  in its memory space; a while body counts its trip count (XLA's `known_trip_count`, else
+  `loop_trips`) times, with the placement XLA chose inside the step. An async copy or
+  slice (`copy-start`, `slice-start`) moves its destination's bytes: read in the
+  source's space, written in the destination's. Views, tuples, the waits of async pairs
+  and control flow move nothing. A fusion counts its whole operands (one that reads part
+  of an operand is over-counted), so the sum is an estimate beside XLA's `bytes
+  accessed`, which counts every space at one rate; its use is the split.
+  """
+  comps: Dict[str, List[str]] = {}
+  current = None
+  for line in hlo_text.splitlines():
+    m = _COMP.match(line)
+    if m and not line.startswith(' '):
+      current = m.group(1)
+      comps[current] = []
+    elif current is not None and line.startswith(' '):
+      comps[current].append(line)
+  entry = next((name for name in comps
+                if re.search(r'^ENTRY\s+%?' + re.escape(name) + r'\s', hlo_text, re.M)),
+               None)
+  out: Dict[int, int] = collections.defaultdict(int)
+
+  def visit(name: str, times: int, depth: int = 0):
+    if name not in comps or depth > 50:
+      return
+
+    def add(counts: Dict[int, int]):
+      for space, b in counts.items():
+        out[space] += times * b
+
+    shapes: Dict[str, str] = {}
+    for line in comps[name]:
+      m = _INSTR.match(line)
+      if not m:
+        continue
+      result, shape, op, rest = m.groups()
+      shapes[result] = shape
+      if op in ('while', 'call', 'conditional'):
+        w = _WHILE.search(line)
+        t = _TRIP.search(line)
+        trips = (int(t.group(1)) if t else (loop_trips or 1)) if w else 1
+        for target in _RUNS.findall(line):
+          for callee in re.findall(r'[\w.\-]+', target):
+            visit(callee, times * (trips if w and callee == w.group(1) else 1), depth + 1)
+        continue
+      if op in _NO_TRAFFIC:
+        continue
+      operands = re.findall(r'%([\w.\-]+)', _operands(rest))
+      if op in ('copy-start', 'slice-start'):
+        # copy-start: (destination, source, context); slice-start: ((source), slice, ...).
+        elements = _ELEMENT.findall(shape)
+        dst = elements[0] if op == 'copy-start' else elements[1]
+        dst_text = f'{dst[0]}[{dst[1]}]{dst[2]}'
+        moved = space_bytes(dst_text)
+        src = space_bytes(' '.join(shapes.get(o, '') for o in operands))
+        add(moved)
+        add({next(iter(src), 0): sum(moved.values())})
+        continue
+      for o in operands:
+        add(space_bytes(shapes.get(o, '')))
+      add(space_bytes(shape))
+
+  if entry is not None:
+    visit(entry, 1)
+  return dict(out)

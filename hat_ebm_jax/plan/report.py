@@ -22,7 +22,9 @@ included (the compiled step counts a rolled loop's body once, so one loop body i
 compiled apart and added `num_loop_bodies - 1` more times); a step-time lower bound
 `max(FLOPs / peak, bytes / HBM bandwidth)` and, where positive, XLA's cost-model
 estimate; hours for `num_training_steps`; collectives by kind with bytes per step
-(inside the loop multiplied by its trip count); and the compile time.
+(inside the loop multiplied by its trip count); the step's traffic split by memory space
+(`hlo.memory_space_traffic`: the HBM against on-chip memory such as v4's CMEM, which
+XLA's `bytes accessed` counts at one rate); and the compile time.
 
 Exit codes: 0 fits, 1 does not fit (the report names the largest buffers), 2 bad input
 (unknown topology, libtpu missing, a batch that does not divide over the slice).
@@ -99,6 +101,9 @@ def plan(config, slice_name: str, what: str = 'train',
   lower_bound = max(seconds_flops, seconds_bytes)
   est = max(lower_bound, cost_model_s or 0.0)
 
+  # The loop as placed inside the step (its trip count from the HLO): on v4, for
+  # example, the kernels can stay in CMEM across the sampler's steps.
+  spaces = dict(sorted(hlo_lib.memory_space_traffic(hlo, progs.loop_bodies).items()))
   coll = hlo_lib.collectives(hlo, progs.loop_bodies)
   summary = hlo_lib.collective_summary(coll)
   args_b, temp_b = int(mem.argument_size_in_bytes), int(mem.temp_size_in_bytes)
@@ -123,6 +128,11 @@ def plan(config, slice_name: str, what: str = 'train',
       peak_flops_per_device=g.peak_flops, hbm_bandwidth_per_device=g.hbm_bandwidth,
       seconds_flop_bound=seconds_flops, seconds_hbm_bound=seconds_bytes,
       seconds_cost_model=cost_model_s, seconds_per_step=est,
+      # By the HLO's shapes and layouts, per device and step: HBM (space 0) and on-chip.
+      bytes_accessed_per_device=bytes_accessed,
+      traffic_by_memory_space={str(k): int(v) for k, v in spaces.items()},
+      traffic_hbm=int(spaces.get(0, 0)),
+      traffic_on_chip=int(sum(v for k, v in spaces.items() if k != 0)),
       # The best model FLOP utilisation the step can reach: its FLOP-bound time over the
       # estimate (1 when FLOP-bound; an HBM-bound step leaves the rest of the peak idle).
       mfu_bound=seconds_flops / est if est > 0 else 0.0,
@@ -171,6 +181,10 @@ def format_report(r: Dict[str, Any]) -> str:
       ('est. seconds per step', f"{r['seconds_per_step']:.4f} (MFU at most "
                                 f"{100 * r['mfu_bound']:.0f}%)"),
       ('hours per run', f"{r['hours_per_run']:.2f} ({r['steps_per_run']} steps)"),
+      ('traffic per step per device', f"HBM {_size(r['traffic_hbm'])}, on-chip "
+                                      f"{_size(r['traffic_on_chip'])} (HLO shapes and "
+                                      f"layouts; XLA's bytes accessed: "
+                                      f"{_size(r['bytes_accessed_per_device'])})"),
       ('collective bytes per step per device', _size(r['collective_bytes_per_step'])),
   ]
   for kind, v in r['collectives'].items():
