@@ -19,7 +19,7 @@ materialised, and joint mode's pretrained generator is a `ShapeDtypeStruct` tree
 The report (a table, then one JSON line) gives per device: HBM (arguments, temporaries,
 outputs) against the chip's capacity; FLOPs per step with the sampler's trip count
 included (the compiled step counts a rolled loop's body once, so one loop body is
-compiled apart and added `num_loop_bodies - 1` more times); a step-time lower bound
+compiled apart and added `num_loop_bodies - 1` more times); a roofline step time
 `max(FLOPs / peak, bytes / HBM bandwidth)` and, where positive, XLA's cost-model
 estimate; hours for `num_training_steps`; collectives by kind with bytes per step
 (inside the loop multiplied by its trip count); the step's traffic split by memory space
@@ -173,7 +173,7 @@ def format_report(r: Dict[str, Any]) -> str:
        f"{r['flops_compiled_step_per_device'] / 1e9:,.2f} + "
        f"{max(r['loop_bodies'] - 1, 0) if r['rolled_loop'] else 0} x "
        f"{r['flops_loop_body_per_device'] / 1e9:,.3f} GFLOP"),
-      ('step time lower bound', f"{r['seconds_flop_bound']:.4f} s FLOP-bound (peak "
+      ('step time roofline', f"{r['seconds_flop_bound']:.4f} s FLOP-bound (peak "
                                 f"{r['peak_flops_per_device'] / 1e12:.0f} TFLOP/s bf16 "
                                 f"per chip), {r['seconds_hbm_bound']:.4f} s HBM-bound"),
       ('cost model', 'n/a (no positive optimal_seconds)' if r['seconds_cost_model'] is None
