@@ -5,7 +5,7 @@ as one dict."""
 
 import collections
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,26 +45,29 @@ def _operands(rest: str) -> str:
   return rest
 
 
-def collectives(hlo_text: str, loop_trips: Optional[int] = None) -> List[Dict]:
-  """Every collective of an optimized HLO module: kind, operand bytes per device, how
-  many times a step runs it (a while body's trip count: XLA's `known_trip_count`, else
-  `loop_trips`), and where it came from (`op_name`, source line)."""
+def _computations(hlo_text: str) -> Tuple[Dict[str, List[str]], Optional[str]]:
+  """An HLO module's computations, `{name: its indented lines}`, and the entry's name."""
   comps: Dict[str, List[str]] = {}
-  shapes: Dict[str, Dict[str, str]] = {}  # computation -> instruction -> result shape
   current = None
   for line in hlo_text.splitlines():
     m = _COMP.match(line)
     if m and not line.startswith(' '):  # a computation's header (unindented)
       current = m.group(1)
-      comps[current], shapes[current] = [], {}
-    elif current is not None:
+      comps[current] = []
+    elif current is not None and line.startswith(' '):
       comps[current].append(line)
-      d = _DEF.match(line)
-      if d:
-        shapes[current][d.group(1)] = d.group(2)
   entry = next((name for name in comps
                 if re.search(r'^ENTRY\s+%?' + re.escape(name) + r'\s', hlo_text, re.M)),
                None)
+  return comps, entry
+
+
+def _run_counts(comps: Dict[str, List[str]], entry: Optional[str],
+                callees: Callable[[str], List[str]],
+                loop_trips: Optional[int]) -> Dict[str, int]:
+  """How many times one run of the entry runs each computation it reaches through
+  `callees(line)` (the names an instruction line calls): a while body its trip count
+  (XLA's `known_trip_count`, else `loop_trips`) times per run of its caller."""
   runs: Dict[str, int] = collections.defaultdict(int)
 
   def visit(name, times, depth=0):
@@ -73,17 +76,32 @@ def collectives(hlo_text: str, loop_trips: Optional[int] = None) -> List[Dict]:
     runs[name] += times
     for line in comps[name]:
       w = _WHILE.search(line)
-      trips = None
+      trips = 1
       if w:
         t = _TRIP.search(line)
         trips = int(t.group(1)) if t else (loop_trips or 1)
-      for target in _CALLS.findall(line):
-        for callee in re.findall(r'[\w.\-]+', target):
-          visit(callee, times * (trips if w and callee == w.group(1) else 1), depth + 1)
+      for callee in callees(line):
+        visit(callee, times * (trips if w and callee == w.group(1) else 1), depth + 1)
 
-  if entry is None:
-    return []
-  visit(entry, 1)
+  if entry is not None:
+    visit(entry, 1)
+  return runs
+
+
+def _named(targets: List[str]) -> List[str]:
+  """The computation names in `_CALLS`/`_RUNS` matches (`%a` or `{%a, %b}`)."""
+  return [callee for target in targets for callee in re.findall(r'[\w.\-]+', target)]
+
+
+def collectives(hlo_text: str, loop_trips: Optional[int] = None) -> List[Dict]:
+  """Every collective of an optimized HLO module: kind, operand bytes per device, how
+  many times a step runs it (a while body's trip count: XLA's `known_trip_count`, else
+  `loop_trips`), and where it came from (`op_name`, source line)."""
+  comps, entry = _computations(hlo_text)
+  shapes: Dict[str, Dict[str, str]] = {  # computation -> instruction -> result shape
+      name: {d.group(1): d.group(2) for d in map(_DEF.match, lines) if d}
+      for name, lines in comps.items()}
+  runs = _run_counts(comps, entry, lambda line: _named(_CALLS.findall(line)), loop_trips)
   out = []
   for name, lines in comps.items():
     if not runs.get(name):
@@ -204,43 +222,30 @@ def memory_space_traffic(hlo_text: str, loop_trips: Optional[int] = None) -> Dic
   of an operand is over-counted), so the sum is an estimate beside XLA's `bytes
   accessed`, which counts every space at one rate; its use is the split.
   """
-  comps: Dict[str, List[str]] = {}
-  current = None
-  for line in hlo_text.splitlines():
-    m = _COMP.match(line)
-    if m and not line.startswith(' '):
-      current = m.group(1)
-      comps[current] = []
-    elif current is not None and line.startswith(' '):
-      comps[current].append(line)
-  entry = next((name for name in comps
-                if re.search(r'^ENTRY\s+%?' + re.escape(name) + r'\s', hlo_text, re.M)),
-               None)
-  out: Dict[int, int] = collections.defaultdict(int)
+  comps, entry = _computations(hlo_text)
 
-  def visit(name: str, times: int, depth: int = 0):
-    if name not in comps or depth > 50:
-      return
+  def control_flow_callees(line: str) -> List[str]:
+    # Only control flow runs a computation as instructions of its own; a fusion's or a
+    # reducer's computation runs inside its one instruction.
+    m = _INSTR.match(line)
+    return (_named(_RUNS.findall(line))
+            if m and m.group(3) in ('while', 'call', 'conditional') else [])
+
+  runs = _run_counts(comps, entry, control_flow_callees, loop_trips)
+  out: Dict[int, int] = collections.defaultdict(int)
+  for name, times in runs.items():
+    shapes: Dict[str, str] = {}
 
     def add(counts: Dict[int, int]):
       for space, b in counts.items():
         out[space] += times * b
 
-    shapes: Dict[str, str] = {}
     for line in comps[name]:
       m = _INSTR.match(line)
       if not m:
         continue
       result, shape, op, rest = m.groups()
       shapes[result] = shape
-      if op in ('while', 'call', 'conditional'):
-        w = _WHILE.search(line)
-        t = _TRIP.search(line)
-        trips = (int(t.group(1)) if t else (loop_trips or 1)) if w else 1
-        for target in _RUNS.findall(line):
-          for callee in re.findall(r'[\w.\-]+', target):
-            visit(callee, times * (trips if w and callee == w.group(1) else 1), depth + 1)
-        continue
       if op in _NO_TRAFFIC:
         continue
       operands = re.findall(r'%([\w.\-]+)', _operands(rest))
@@ -248,8 +253,7 @@ def memory_space_traffic(hlo_text: str, loop_trips: Optional[int] = None) -> Dic
         # copy-start: (destination, source, context); slice-start: ((source), slice, ...).
         elements = _ELEMENT.findall(shape)
         dst = elements[0] if op == 'copy-start' else elements[1]
-        dst_text = f'{dst[0]}[{dst[1]}]{dst[2]}'
-        moved = space_bytes(dst_text)
+        moved = space_bytes(f'{dst[0]}[{dst[1]}]{dst[2]}')
         src = space_bytes(' '.join(shapes.get(o, '') for o in operands))
         add(moved)
         add({next(iter(src), 0): sum(moved.values())})
@@ -257,7 +261,4 @@ def memory_space_traffic(hlo_text: str, loop_trips: Optional[int] = None) -> Dic
       for o in operands:
         add(space_bytes(shapes.get(o, '')))
       add(space_bytes(shape))
-
-  if entry is not None:
-    visit(entry, 1)
   return dict(out)
