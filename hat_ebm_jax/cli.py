@@ -41,6 +41,8 @@ no JAX at import.
 import contextlib
 import functools
 import glob
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging as std_logging
 import os
@@ -72,33 +74,46 @@ def quiet_logging(verbose: bool = False) -> None:
 
   Also hides TensorFlow's C++ INFO lines (`TF_CPP_MIN_LOG_LEVEL=1`) unless the user set
   that variable, and the ones its import writes before that applies
-  (`import_tensorflow_quietly`). Idempotent.
+  (`_QuietTensorFlowImport`). Idempotent.
   """
   handler = logging.get_absl_handler()
   handler.removeFilter(_FILTER)
+  sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
   if verbose:
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   handler.addFilter(_FILTER)
-  import_tensorflow_quietly()
+  sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
-def import_tensorflow_quietly() -> None:
-  """Imports TensorFlow (when installed and not yet imported) with the process's
-  standard error closed to it. TF 2.21 logs 'oneDNN custom operations are on' through
-  absl's C++ logging before `TF_CPP_MIN_LOG_LEVEL` applies, four lines on every command;
-  a Python error of the import is still raised, after standard error is back."""
-  if 'tensorflow' in sys.modules or importlib.util.find_spec('tensorflow') is None:
-    return
-  sys.stderr.flush()
-  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(null, 2)
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(null)
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Runs TensorFlow's import, whoever asks for it first (the input pipeline, clu, tfds),
+  with the process's standard error closed. TF 2.21 logs 'oneDNN custom operations are
+  on' through absl's C++ logging before `TF_CPP_MIN_LOG_LEVEL` applies, four lines on
+  every command. A Python error of the import is still raised, after standard error is
+  back; a command that never imports TF does not pay for it."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != 'tensorflow':
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or spec.loader is None:
+      return None
+    exec_module = spec.loader.exec_module
+
+    def quiet_exec_module(module):
+      sys.stderr.flush()
+      saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+      try:
+        os.dup2(null, 2)
+        exec_module(module)
+      finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+    spec.loader.exec_module = quiet_exec_module
+    return spec
 
 
 def default_platforms(environ: Optional[Mapping[str, str]] = None,
